@@ -1,0 +1,1 @@
+"""Data in: the contract, validation, the measurement store, the simulator and feature building."""

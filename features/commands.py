@@ -1,0 +1,101 @@
+"""The `bip` commands of the data stage: simulate, validate, ingest, export, features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bip.settings import load_settings
+
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="A dataset folder in the data contract; the measurement store when left out."),
+]
+
+
+def simulate(
+    out: Annotated[Path, typer.Option(help="Folder to write the dataset to (created).")],
+    citizens: Annotated[int, typer.Option(help="Number of citizens to simulate.")] = 4000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same dataset.")] = 2013,
+    format: Annotated[str, typer.Option("--format", help="Table format: csv or parquet.")] = "csv",
+    config: Annotated[
+        Path | None, typer.Option(help="Scenario YAML overriding the default planted parameters.")
+    ] = None,
+) -> None:
+    """Simulate a BIP-like dataset in the data contract, with the true probabilities beside it."""
+    from features.simulator import load_scenario, simulate_to_folder
+
+    scenario = load_scenario(config)
+    summary = simulate_to_folder(out, scenario, citizens=citizens, seed=seed, fmt=format)
+    typer.echo(summary)
+
+
+def validate(data: Annotated[Path, typer.Argument(help="Dataset folder to check.")]) -> None:
+    """Check a dataset against the data contract without storing it (exit 0 when valid)."""
+    from features.contract import read_dataset
+
+    dataset, warnings = read_dataset(data)
+    for warning in warnings:
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+    counts = ", ".join(f"{name} {len(frame)}" for name, frame in dataset.tables().items())
+    typer.echo(f"valid: {counts}")
+
+
+def ingest(data: Annotated[Path, typer.Argument(help="Dataset folder to validate and load.")]) -> None:
+    """Validate a dataset and load it into the measurement store in one transaction."""
+    from features.contract import read_dataset
+    from features.store import ingest as ingest_dataset
+
+    settings = load_settings()
+    dataset, warnings = read_dataset(data)
+    for warning in warnings:
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    summary = ingest_dataset(dataset, settings.store_url)
+    typer.echo(str(summary))
+
+
+def export(
+    out: Annotated[Path, typer.Argument(help="Folder to write the store's dataset to.")],
+    format: Annotated[str, typer.Option("--format", help="Table format: csv or parquet.")] = "csv",
+) -> None:
+    """Write the measurement store back out in the data contract."""
+    from features.contract import write_dataset
+    from features.store import load
+
+    settings = load_settings()
+    write_dataset(load(settings.store_url), out, fmt=format)
+    typer.echo(f"exported to {out}")
+
+
+def features(
+    out: Annotated[Path, typer.Option(help="Parquet file to write the feature rows to.")],
+    data: DataOption = None,
+    horizon_months: Annotated[int | None, typer.Option(help="Label horizon in months.")] = None,
+) -> None:
+    """Build one feature row per measurement (point-in-time correct), with labels."""
+    from features.build import build_features
+
+    settings = load_settings(horizon_months=horizon_months)
+    frame = build_features(load_dataset(data), horizon_months=settings.horizon_months)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False)
+    typer.echo(f"{len(frame)} feature rows written to {out}")
+
+
+def load_dataset(data: Path | None):
+    """A dataset from a contract folder, or from the measurement store when no folder is given."""
+    from features.contract import read_dataset
+    from features.store import load
+
+    if data is not None:
+        dataset, warnings = read_dataset(data)
+        for warning in warnings:
+            typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+        return dataset
+    return load(load_settings().store_url)
+
+
+COMMANDS = [simulate, validate, ingest, export, features]

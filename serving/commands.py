@@ -1,0 +1,3 @@
+"""The `bip` commands of the serving stage."""
+
+COMMANDS: list = []

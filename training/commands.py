@@ -1,0 +1,3 @@
+"""The `bip` commands of the training stage."""
+
+COMMANDS: list = []
