@@ -11,7 +11,9 @@ from bip.settings import load_settings
 
 DataOption = Annotated[
     Path | None,
-    typer.Option("--data", help="A dataset folder in the data contract; the measurement store when left out."),
+    typer.Option(
+        "--data", help="A dataset folder in the data contract; the measurement store when left out."
+    ),
 ]
 
 

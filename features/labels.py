@@ -1,0 +1,88 @@
+"""The prediction target of the data contract, with censoring and its inverse-probability weights.
+
+For a measurement on day t: 1 if the citizen entered a job or education with event_on in
+(t, t + H months]; 0 if not and follow-up reaches t + H months; unknown (NaN, censored) otherwise,
+never 0. An event on or before t does not count (the contract's window starts after t).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EVENT_KINDS: tuple[str, ...] = ("job", "education")
+
+
+def add_months(day: np.ndarray, months: int) -> np.ndarray:
+    """Day numbers plus `months` calendar months, as pandas' `DateOffset(months=...)` does it:
+    the same day of the month, or the month's last day where it has no such day."""
+    dates = np.asarray(day, dtype=np.int64).astype("datetime64[D]")
+    month = dates.astype("datetime64[M]")
+    day_of_month = (dates - month.astype("datetime64[D]")).astype(np.int64)
+    target = month + months
+    target_first = target.astype("datetime64[D]")
+    month_length = ((target + 1).astype("datetime64[D]") - target_first).astype(np.int64)
+    return (target_first + np.minimum(day_of_month, month_length - 1)).astype(np.int64)
+
+
+def horizon_labels(
+    day: np.ndarray, event_day: np.ndarray, followed_day: np.ndarray, horizon_months: int
+) -> dict[str, np.ndarray]:
+    """label, censored, time_to_event_days, event_observed and horizon_days for measurements.
+
+    Inputs are day numbers per measurement: the measurement (int), the citizen's job/education
+    event (float, NaN when none) and the end of follow-up (float, NaN when the citizen has no
+    outcome: then the row is censored at t). time_to_event_days runs from t to the event or, without
+    an event after t, to the end of follow-up (never below 0); event_observed says which.
+    """
+    t = np.asarray(day, dtype=float)
+    horizon_end = add_months(day, horizon_months).astype(float)
+    with np.errstate(invalid="ignore"):
+        event_observed = event_day > t
+        positive = event_observed & (event_day <= horizon_end)
+        negative = ~positive & (followed_day >= horizon_end)
+        time = np.where(event_observed, event_day - t, np.maximum(followed_day - t, 0.0))
+    censored = ~positive & ~negative
+    return {
+        "label": np.where(positive, 1.0, np.where(negative, 0.0, np.nan)),
+        "censored": censored,
+        "time_to_event_days": time,
+        "event_observed": event_observed,
+        "horizon_days": horizon_end - t,
+    }
+
+
+def censoring_survival(time: np.ndarray, censoring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kaplan–Meier estimate of G(s) = P(censoring time > s): the distinct times and G at each.
+
+    `censoring` is True where observation ended without an event at `time`; rows with an event are
+    censored observations of the censoring time. Rows with a NaN time are left out.
+    """
+    known = ~np.isnan(time)
+    times, inverse, at_time = np.unique(time[known], return_inverse=True, return_counts=True)
+    ended = np.bincount(inverse, weights=censoring[known].astype(float), minlength=len(times))
+    at_risk = known.sum() - np.cumsum(at_time) + at_time  # rows with time >= each distinct time
+    return times, np.cumprod(1.0 - ended / at_risk)
+
+
+def survival_before(times: np.ndarray, survival: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """G(s-), the left limit of a step survival function given at `times`: 1 before the first."""
+    index = np.searchsorted(times, s, side="left") - 1
+    return np.where(index >= 0, survival[np.maximum(index, 0)], 1.0)
+
+
+def ipcw_weights(
+    label: np.ndarray, time_to_event_days: np.ndarray, event_observed: np.ndarray, horizon_days: np.ndarray
+) -> np.ndarray:
+    """Inverse-probability-of-censoring weights: 1 / G(min(time, horizon)-) for labelled rows, 0 for
+    censored ones, with G estimated by Kaplan–Meier over the given rows.
+
+    Weighting the labelled rows so makes a classifier fitted on them estimate the chance of the
+    event within the horizon for all rows, instead of over-representing early events.
+    """
+    censoring = ~event_observed & ~np.isnan(time_to_event_days)
+    times, survival = censoring_survival(time_to_event_days, censoring)
+    labelled = ~np.isnan(label)
+    at = np.fmin(time_to_event_days, horizon_days)
+    weights = np.zeros(len(label))
+    weights[labelled] = 1.0 / survival_before(times, survival, at[labelled])
+    return weights

@@ -1,0 +1,516 @@
+"""The measurement store: the contract's five tables in SQL, plus the ingest log and caseworker assessments.
+
+SQLAlchemy Core with portable SQL, so the same code serves SQLite (the default, one file under
+BIP_HOME) and PostgreSQL (production). Rows are identified by the contract's natural keys
+(`features.dataset.KEYS`), so a later export of the same job centre updates rows in place:
+`ingest` adds new rows, updates changed ones and counts only real changes, all in one
+transaction. The store never deletes contract rows, because an export may be partial.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Date,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Select,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    exc,
+    inspect,
+    select,
+    type_coerce,
+)
+
+from bip.errors import UserError
+from features.catalogue import SCORE_COLUMNS
+from features.dataset import COLUMNS, KEYS, TABLES, Dataset, canonical, empty_dataset
+
+CHUNK_ROWS = 100_000
+"""Rows per insert batch and per fetched batch: bounds memory and keeps executemany efficient."""
+
+IN_LIST_SIZE = 5_000
+"""Citizen ids per `IN (...)` list, well below SQLite's and PostgreSQL's bound-parameter limits."""
+
+ASSESSMENTS: tuple[str, ...] = ("agree", "higher", "lower")
+"""A caseworker's judgement of the probability shown: agrees, or thinks the chance is higher or lower."""
+
+PARENTS: dict[str, dict[str, str]] = {
+    "measurements": {"citizen_id": "citizens", "caseworker_id": "caseworkers"},
+    "interventions": {"citizen_id": "citizens"},
+    "outcomes": {"citizen_id": "citizens"},
+}
+"""Each reference column and the table whose key it must name (the contract's "must exist in")."""
+
+NULLABLE: frozenset[str] = frozenset({"job_orientation", "ended_on", "event_on", *SCORE_COLUMNS})
+"""The contract columns that may be empty; every other contract column is required."""
+
+IDENTIFIERS: frozenset[str] = frozenset({"citizen_id", "caseworker_id", "measurement_id", "intervention"})
+
+# Byte order ("C") for identifiers on PostgreSQL, so that ORDER BY and prefix search agree with
+# SQLite's default and with Python's string order, and use the index.
+IdString = String().with_variant(String(collation="C"), "postgresql")
+
+
+class StoreError(UserError):
+    """The dataset conflicts with the store (a missing reference, a repeated key); nothing was stored."""
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """What one ingest changed: rows added and rows updated per table (unchanged rows are not counted)."""
+
+    added: dict[str, int]
+    updated: dict[str, int]
+    ingest_id: int | None = None
+
+    @property
+    def changed(self) -> bool:
+        return any(self.added.values()) or any(self.updated.values())
+
+    def __str__(self) -> str:
+        width = max(map(len, self.added))
+        return "\n".join(
+            f"{table:<{width}}  added {self.added[table]}, updated {self.updated[table]}"
+            for table in self.added
+        )
+
+
+def _sql_type(column: str, kind: str) -> Any:
+    if column in IDENTIFIERS:
+        return IdString
+    if kind == "date":
+        return Date
+    if kind == "float64":
+        return Float
+    if kind == "Int64":
+        return SmallInteger if column in SCORE_COLUMNS else Integer
+    return String
+
+
+def _contract_table(metadata: MetaData, name: str) -> Table:
+    """A contract table: its columns in contract order, its natural key as primary key, its references."""
+    keys, parents = KEYS[name], PARENTS.get(name, {})
+    columns = [
+        Column(
+            column,
+            _sql_type(column, kind),
+            *([ForeignKey(f"{parents[column]}.{KEYS[parents[column]][0]}")] if column in parents else []),
+            primary_key=column in keys,
+            nullable=column in NULLABLE,
+        )
+        for column, kind in COLUMNS[name].items()
+    ]
+    # Natural-key rows are small, so SQLite stores them clustered by key (one B-tree, not two).
+    return Table(name, metadata, *columns, sqlite_with_rowid=False)
+
+
+def _schema() -> MetaData:
+    metadata = MetaData()
+    for name in TABLES:
+        _contract_table(metadata, name)
+    Index("ix_measurements_citizen_id", metadata.tables["measurements"].c.citizen_id)
+    Table(
+        "ingests",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("ingested_at", DateTime(timezone=True), nullable=False),
+        Column("source", Text),
+        Column("added", JSON, nullable=False),
+        Column("updated", JSON, nullable=False),
+    )
+    Table(
+        "caseworker_assessments",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("citizen_id", IdString, nullable=False, index=True),
+        Column("recorded_at", DateTime(timezone=True), nullable=False),
+        Column("probability_shown", Float, nullable=False),
+        Column("model_version", String, nullable=False),
+        Column("assessment", String, nullable=False),
+        Column("reason", Text),
+    )
+    return metadata
+
+
+SCHEMA = _schema()
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # SQLAlchemy's recipe for real SQLite transactions: the driver's implicit BEGIN is switched off
+    # (it would leave reads and DDL outside the transaction) and `_sqlite_begin` emits our own.
+    dbapi_connection.isolation_level = None
+    dbapi_connection.execute("PRAGMA foreign_keys = ON")
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A writer takes the write lock up front, so no other writer can slip in between its reads and writes.
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("bip_write") else "BEGIN")
+
+
+@functools.lru_cache(maxsize=8)
+def _engine(url: str) -> Engine:
+    """One engine (and connection pool) per store URL, so the prediction service's lookups stay cheap."""
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+# --- converting between frames and rows -----------------------------------------------------------
+
+
+def _python_values(values: pd.Series, kind: str, dates_as_text: bool) -> list[Any]:
+    """A column as plain Python values for the driver: None for missing, dates as `date` or ISO text."""
+    if kind == "date":
+        days = values.to_numpy().astype("datetime64[D]")
+        if not dates_as_text:
+            return days.astype(object).tolist()
+        text = np.datetime_as_string(days, unit="D").astype(object)
+        text[np.isnat(days)] = None
+        return text.tolist()
+    if kind == "float64":
+        return values.astype(object).where(values.notna(), None).tolist()
+    return values.to_numpy(dtype=object, na_value=None).tolist()
+
+
+def _row_batches(
+    frame: pd.DataFrame, name: str, columns: Sequence[str], dates_as_text: bool
+) -> Iterator[list]:
+    """The frame's rows as tuples of driver values (in `columns` order), in batches of CHUNK_ROWS."""
+    kinds = COLUMNS[name]
+    for start in range(0, len(frame), CHUNK_ROWS):
+        part = frame.iloc[start : start + CHUNK_ROWS]
+        yield list(zip(*(_python_values(part[c], kinds[c], dates_as_text) for c in columns), strict=True))
+
+
+def _dates_as_text(conn: Connection) -> bool:
+    # SQLAlchemy's SQLite Date type stores ISO text; writing that text directly skips a per-value conversion.
+    return conn.dialect.name == "sqlite"
+
+
+def _frames(conn: Connection, name: str, stmt: Select) -> Iterator[pd.DataFrame]:
+    """The statement's rows as canonical frames of at most CHUNK_ROWS rows each."""
+    result = conn.execute(stmt.execution_options(yield_per=CHUNK_ROWS))
+    columns = list(result.keys())
+    for rows in result.partitions():
+        yield canonical(name, pd.DataFrame.from_records(rows, columns=columns))
+
+
+def _select_contract(table: Table) -> Select:
+    # Dates come back as the driver gives them (ISO text on SQLite, `date` on PostgreSQL):
+    # `canonical` parses either in one vectorised call instead of one call per value.
+    return select(*(type_coerce(c, String) if isinstance(c.type, Date) else c for c in table.c))
+
+
+def _read_table(conn: Connection, name: str, stmt: Select) -> pd.DataFrame:
+    frames = list(_frames(conn, name, stmt))
+    return pd.concat(frames, ignore_index=True) if frames else _empty(name)
+
+
+def _empty(name: str) -> pd.DataFrame:
+    return canonical(name, pd.DataFrame(columns=list(COLUMNS[name])))
+
+
+# --- ingest ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The rows of one table that an ingest inserts and those it updates."""
+
+    new: pd.DataFrame
+    changed: pd.DataFrame
+
+
+def _row_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    # A 64-bit digest per row stands in for the row's values: the diff then holds keys and one
+    # integer per row instead of two full copies of a table (collision odds ~ rows / 2**64).
+    return pd.Series(pd.util.hash_pandas_object(frame[list(columns)], index=False).to_numpy(), dtype="UInt64")
+
+
+def _stored_digests(conn: Connection, name: str) -> pd.DataFrame:
+    """The stored table as its key columns plus a `_digest` of the other columns."""
+    keys, values = list(KEYS[name]), [c for c in COLUMNS[name] if c not in KEYS[name]]
+    parts = [
+        part[keys].assign(_digest=_row_hashes(part, values).to_numpy())
+        for part in _frames(conn, name, _select_contract(SCHEMA.tables[name]))
+    ]
+    return pd.concat(parts, ignore_index=True).astype({"_digest": "UInt64"})
+
+
+def _has_rows(conn: Connection, name: str) -> bool:
+    return conn.execute(select(1).select_from(SCHEMA.tables[name]).limit(1)).first() is not None
+
+
+def _plan(conn: Connection, name: str, incoming: pd.DataFrame) -> _Plan:
+    """Split incoming rows into new rows and rows whose values differ from the stored ones."""
+    if not _has_rows(conn, name):
+        return _Plan(new=incoming, changed=incoming.iloc[:0])
+    keys, values = list(KEYS[name]), [c for c in COLUMNS[name] if c not in KEYS[name]]
+    left = incoming[keys].assign(_digest=_row_hashes(incoming, values).to_numpy())
+    try:
+        merged = left.merge(_stored_digests(conn, name), on=keys, how="left", validate="one_to_one")
+    except pd.errors.MergeError as error:
+        raise StoreError(f"{name}: a key {tuple(keys)} occurs more than once in the dataset.") from error
+    stored = merged["_digest_y"]
+    new = stored.isna().to_numpy()
+    changed = (~new) & (merged["_digest_x"] != stored).fillna(False).to_numpy(dtype=bool)
+    return _Plan(new=incoming[new], changed=incoming[changed])
+
+
+def _stored_keys(conn: Connection, name: str, candidates: pd.Series) -> pd.Series:
+    """Those of the candidate keys that the table already holds."""
+    key = SCHEMA.tables[name].c[KEYS[name][0]]
+    found = [
+        conn.execute(select(key).where(key.in_(batch))).scalars().all()
+        for batch in _batches(candidates.unique().tolist(), IN_LIST_SIZE)
+    ]
+    return pd.Series([k for part in found for k in part], dtype="str")
+
+
+def _check_references(conn: Connection, plans: dict[str, _Plan], dataset: dict[str, pd.DataFrame]) -> None:
+    """Raise StoreError unless every written reference names a row in the dataset or in the store."""
+    for name, references in PARENTS.items():
+        written = pd.concat([plans[name].new, plans[name].changed])
+        for column, parent in references.items():
+            ids = written[column]
+            missing = ids[~ids.isin(dataset[parent][KEYS[parent][0]])]
+            if len(missing):
+                missing = missing[~missing.isin(_stored_keys(conn, parent, missing))]
+            if len(missing):
+                examples = ", ".join(sorted(missing.unique())[:5])
+                raise StoreError(
+                    f"{name}.{column}: {missing.nunique()} id(s) exist neither in the dataset's {parent} "
+                    f"nor in the store (e.g. {examples}). Add them to {parent} and ingest again; "
+                    "nothing was stored."
+                )
+
+
+def _insert(conn: Connection, name: str, frame: pd.DataFrame) -> None:
+    """Insert the rows in batches: COPY on PostgreSQL with psycopg, executemany elsewhere."""
+    if frame.empty:
+        return
+    columns = list(COLUMNS[name])
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        _copy_rows(conn, name, frame, columns)
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    mark = _placeholder(conn)
+    sql = (
+        f"INSERT INTO {quote(name)} ({', '.join(map(quote, columns))}) "
+        f"VALUES ({', '.join([mark] * len(columns))})"
+    )
+    for rows in _row_batches(frame, name, columns, _dates_as_text(conn)):
+        conn.exec_driver_sql(sql, rows)
+
+
+def _copy_rows(conn: Connection, name: str, frame: pd.DataFrame, columns: list[str]) -> None:
+    """Bulk-load rows through PostgreSQL's COPY, in the connection's open transaction."""
+    quote = conn.dialect.identifier_preparer.quote
+    sql = f"COPY {quote(name)} ({', '.join(map(quote, columns))}) FROM STDIN"
+    with conn.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
+        for rows in _row_batches(frame, name, columns, dates_as_text=False):
+            for row in rows:
+                copy.write_row(row)
+
+
+def _update(conn: Connection, name: str, frame: pd.DataFrame) -> None:
+    """Overwrite the non-key columns of the rows with these keys, in batches."""
+    if frame.empty:
+        return
+    keys = list(KEYS[name])
+    values = [c for c in COLUMNS[name] if c not in keys]
+    quote, mark = conn.dialect.identifier_preparer.quote, _placeholder(conn)
+    sql = (
+        f"UPDATE {quote(name)} SET {', '.join(f'{quote(c)} = {mark}' for c in values)} "
+        f"WHERE {' AND '.join(f'{quote(c)} = {mark}' for c in keys)}"
+    )
+    for rows in _row_batches(frame, name, values + keys, _dates_as_text(conn)):
+        conn.exec_driver_sql(sql, rows)
+
+
+def _placeholder(conn: Connection) -> str:
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def _record_ingest(conn: Connection, source: str | None, added: dict, updated: dict) -> int:
+    ingests = SCHEMA.tables["ingests"]
+    row = {"ingested_at": datetime.now(UTC), "source": source, "added": added, "updated": updated}
+    return conn.execute(ingests.insert().values(row).returning(ingests.c.id)).scalar_one()
+
+
+def ingest(dataset: Dataset, url: str, source: str | None = None) -> IngestSummary:
+    """Add the dataset's new rows to the store and update its changed rows, in one transaction.
+
+    Rows are matched by natural key; unchanged rows are neither written nor counted, so ingesting
+    the same export twice changes nothing. Any error (a reference to a citizen or caseworker that is
+    neither in the dataset nor in the store, a repeated key, a database failure) rolls everything back.
+    """
+    frames = {name: canonical(name, dataset.table(name)) for name in TABLES}
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(bip_write=True)
+            with conn.begin():
+                SCHEMA.create_all(conn)
+                plans = {name: _plan(conn, name, frames[name]) for name in TABLES}
+                _check_references(conn, plans, frames)
+                for name in TABLES:  # parents before children
+                    _insert(conn, name, plans[name].new)
+                    _update(conn, name, plans[name].changed)
+                added = {name: len(plans[name].new) for name in TABLES}
+                updated = {name: len(plans[name].changed) for name in TABLES}
+                ingest_id = _record_ingest(conn, source, added, updated)
+    except exc.IntegrityError as error:
+        raise StoreError(f"The dataset conflicts with the store; nothing was stored. {error.orig}") from error
+    return IngestSummary(added=added, updated=updated, ingest_id=ingest_id)
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _load_table(conn: Connection, name: str, column: str | None = None, ids: Sequence[str] | None = None):
+    """A stored table sorted by key; with `ids`, only the rows whose `column` is one of them."""
+    table = SCHEMA.tables[name]
+    ordered = _select_contract(table).order_by(*(table.c[k] for k in KEYS[name]))
+    if ids is None:
+        return _read_table(conn, name, ordered)
+    parts = [
+        _read_table(conn, name, ordered.where(table.c[column].in_(batch)))
+        for batch in _batches(ids, IN_LIST_SIZE)
+    ]
+    if len(parts) <= 1:
+        return parts[0] if parts else _empty(name)
+    return pd.concat(parts, ignore_index=True).sort_values(list(KEYS[name]), ignore_index=True)
+
+
+def _schema_exists(conn: Connection) -> bool:
+    return set(TABLES) <= set(inspect(conn).get_table_names())
+
+
+def load(url: str, citizen_ids: Sequence[str] | None = None) -> Dataset:
+    """The stored dataset in canonical dtypes, each table sorted by its key.
+
+    With `citizen_ids`, only those citizens' rows (and the caseworkers their measurements name):
+    indexed lookups, cheap enough for a prediction request. An empty or new store gives an empty Dataset.
+    """
+    with _engine(url).connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")  # one snapshot for all five tables
+        with conn.begin():
+            if not _schema_exists(conn):
+                return empty_dataset()
+            ids = None if citizen_ids is None else sorted(set(citizen_ids))
+            tables = {
+                name: _load_table(conn, name, "citizen_id", ids) for name in TABLES if name != "caseworkers"
+            }
+            caseworker_ids = None if ids is None else sorted(tables["measurements"]["caseworker_id"].unique())
+            tables["caseworkers"] = _load_table(conn, "caseworkers", "caseworker_id", caseworker_ids)
+    return Dataset(**tables)
+
+
+def _successor(prefix: str) -> str | None:
+    """The smallest string greater than every string that starts with `prefix` (None: no bound)."""
+    while prefix and prefix[-1] == chr(0x10FFFF):
+        prefix = prefix[:-1]
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
+
+
+def citizen_ids(url: str, prefix: str = "", limit: int = 20) -> list[str]:
+    """Up to `limit` stored citizen ids that start with `prefix` (case-sensitive), in order: a search box."""
+    key = SCHEMA.tables["citizens"].c.citizen_id
+    # A key range rather than LIKE: it uses the primary-key index on both backends and needs no escaping.
+    stmt = select(key).where(key >= prefix).order_by(key).limit(limit)
+    if (upper := _successor(prefix)) is not None:
+        stmt = stmt.where(key < upper)
+    with _engine(url).connect() as conn:
+        if not _schema_exists(conn):
+            return []
+        return list(conn.execute(stmt).scalars())
+
+
+def ingests(url: str) -> list[dict[str, Any]]:
+    """The ingest log, oldest first: when, from where, and rows added and updated per table."""
+    table = SCHEMA.tables["ingests"]
+    with _engine(url).connect() as conn:
+        if not inspect(conn).has_table("ingests"):
+            return []
+        rows = conn.execute(select(table).order_by(table.c.id)).mappings().all()
+    return [{**row, "ingested_at": _as_utc(row["ingested_at"])} for row in rows]
+
+
+# --- caseworker assessments ------------------------------------------------------------------------
+
+
+def _as_utc(moment: datetime) -> datetime:
+    # SQLite keeps no time zone; every stored moment is UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def record_assessment(
+    url: str,
+    *,
+    citizen_id: str,
+    probability_shown: float,
+    model_version: str,
+    assessment: str,
+    reason: str | None = None,
+    recorded_at: datetime | None = None,
+) -> int:
+    """Store a caseworker's judgement of the probability shown for a citizen; returns its id."""
+    if assessment not in ASSESSMENTS:
+        raise UserError(f"assessment must be one of {', '.join(ASSESSMENTS)}, not {assessment!r}.")
+    if not 0.0 <= probability_shown <= 1.0:
+        raise UserError(f"probability_shown must lie in [0, 1], not {probability_shown}.")
+    table = SCHEMA.tables["caseworker_assessments"]
+    row = {
+        "citizen_id": citizen_id,
+        "recorded_at": _as_utc(recorded_at or datetime.now(UTC)),
+        "probability_shown": float(probability_shown),
+        "model_version": model_version,
+        "assessment": assessment,
+        "reason": reason,
+    }
+    with _engine(url).connect() as conn:
+        conn.execution_options(bip_write=True)
+        with conn.begin():
+            SCHEMA.create_all(conn, tables=[table])
+            return conn.execute(table.insert().values(row).returning(table.c.id)).scalar_one()
+
+
+def assessments(url: str, citizen_id: str) -> list[dict[str, Any]]:
+    """The caseworker assessments recorded for a citizen, oldest first."""
+    table = SCHEMA.tables["caseworker_assessments"]
+    stmt = select(table).where(table.c.citizen_id == citizen_id).order_by(table.c.recorded_at, table.c.id)
+    with _engine(url).connect() as conn:
+        if not inspect(conn).has_table("caseworker_assessments"):
+            return []
+        rows = conn.execute(stmt).mappings().all()
+    return [{**row, "recorded_at": _as_utc(row["recorded_at"])} for row in rows]

@@ -1,0 +1,479 @@
+"""How good and how fair a model's predicted chances are: metrics, bootstrap intervals, plots.
+
+Pure functions the training stage calls on out-of-fold or test predictions. Every metric takes
+row weights because training rows carry IPCW weights (censored follow-up is re-weighted), and
+every interval resamples citizens, not rows, because one citizen's measurements are correlated.
+
+Decisions that hold throughout:
+- Calibration bins are equal-frequency: edges are unweighted quantiles of the predictions, so each
+  bin holds about the same number of rows even when predictions are skewed.
+- Metrics are computed for many weight vectors at once (`_metrics_for_weights`), so the point
+  estimate and every bootstrap replicate run through the same code.
+- A metric that needs both classes (AUC, PR-AUC) is NaN when one class has no weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from fairlearn.metrics import MetricFrame, count
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "log_loss", "ece")
+AGE_BANDS: tuple[str, ...] = ("<30", "30-39", "40-49", "50-59", "60+")
+FAIRNESS_COLUMNS: tuple[str, ...] = (
+    "n",
+    "roc_auc",
+    "brier",
+    "ece",
+    "mean_predicted",
+    "observed_rate",
+    "calibration_in_the_large",
+    "false_negative_rate",
+)
+# Headline gap -> the fairness-table column whose max - min across groups it is.
+FAIRNESS_GAPS: dict[str, str] = {
+    "auc_gap": "roc_auc",
+    "calibration_gap": "calibration_in_the_large",
+    "ece_gap": "ece",
+    "fnr_gap": "false_negative_rate",
+}
+# Bootstrap replicates are processed in chunks so that (replicates x rows) stays below this size.
+_MAX_CELLS = 4_000_000
+_BEESWARM_FEATURES = 20
+
+ArrayLike = np.ndarray | pd.Series | Sequence[float]
+
+
+def _validated(y: ArrayLike, p: ArrayLike, w: ArrayLike | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Outcomes, predictions and weights as float arrays, checked so that errors say what is wrong."""
+    y_arr = np.asarray(y, dtype=float).ravel()
+    p_arr = np.asarray(p, dtype=float).ravel()
+    w_arr = np.ones_like(p_arr) if w is None else np.asarray(w, dtype=float).ravel()
+    if not (len(y_arr) == len(p_arr) == len(w_arr)):
+        raise ValueError(f"y, p and w must have one value per row; got {len(y_arr)}, {len(p_arr)}, {len(w_arr)}")
+    if len(y_arr) == 0:
+        raise ValueError("no rows to evaluate: y and p are empty")
+    if not np.isin(y_arr, (0.0, 1.0)).all():
+        raise ValueError("y must be 0/1 outcomes; drop or impute rows with a missing label first")
+    if np.isnan(p_arr).any() or (p_arr < 0).any() or (p_arr > 1).any():
+        raise ValueError("p must be probabilities in [0, 1] without NaN")
+    if np.isnan(w_arr).any() or (w_arr < 0).any():
+        raise ValueError("w must be non-negative weights without NaN (e.g. IPCW weights, 0 for excluded rows)")
+    return y_arr, p_arr, w_arr
+
+
+def _bin_index(p: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-frequency bin (0..bins-1) of each prediction; ties at an edge go to the upper bin."""
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    inner_edges = np.quantile(p, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.searchsorted(inner_edges, p, side="right")
+
+
+def _tie_starts(values: np.ndarray) -> np.ndarray:
+    """Start index of each run of equal values in a sorted array (for `np.add.reduceat`)."""
+    return np.flatnonzero(np.r_[True, np.diff(values) != 0])
+
+
+def _ranking_metrics(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted ROC AUC and average precision for each row of `weights` (replicates x rows).
+
+    Tied predictions form one threshold, as in scikit-learn: AUC counts a tied positive/negative
+    pair as one half, and average precision steps once per distinct prediction.
+    """
+    order = np.argsort(p, kind="stable")
+    starts = _tie_starts(p[order])
+    w_sorted = weights[:, order]
+    pos = np.add.reduceat(w_sorted * y[order], starts, axis=1)
+    neg = np.add.reduceat(w_sorted * (1 - y[order]), starts, axis=1)
+    total_pos, total_neg = pos.sum(axis=1), neg.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        neg_below = np.cumsum(neg, axis=1) - neg
+        auc = (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (total_pos * total_neg)
+        pos_desc, neg_desc = pos[:, ::-1], neg[:, ::-1]
+        tp, fp = np.cumsum(pos_desc, axis=1), np.cumsum(neg_desc, axis=1)
+        precision = np.where(tp + fp > 0, tp / np.where(tp + fp > 0, tp + fp, 1), 0.0)
+        average_precision = (pos_desc * precision).sum(axis=1) / total_pos
+    one_class = (total_pos <= 0) | (total_neg <= 0)
+    return np.where(one_class, np.nan, auc), np.where(one_class, np.nan, average_precision)
+
+
+def _metrics_for_weights(y: np.ndarray, p: np.ndarray, weights: np.ndarray, bins: int) -> dict[str, np.ndarray]:
+    """Every metric in METRICS for each row of `weights` (replicates x rows), vectorised.
+
+    The calibration bins come from `p` alone, so they are the same for every replicate.
+    """
+    total = weights.sum(axis=1)
+    p_clipped = np.clip(p, np.finfo(float).eps, 1 - np.finfo(float).eps)
+    row_log_loss = -(y * np.log(p_clipped) + (1 - y) * np.log1p(-p_clipped))
+    bin_of_row = np.eye(bins)[_bin_index(p, bins)]
+    calibration_error = np.abs(weights @ (bin_of_row * (y - p)[:, None])).sum(axis=1)
+    auc, average_precision = _ranking_metrics(y, p, weights)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "roc_auc": auc,
+            "pr_auc": average_precision,
+            "brier": weights @ (p - y) ** 2 / total,
+            "log_loss": weights @ row_log_loss / total,
+            "ece": calibration_error / total,
+        }
+
+
+def expected_calibration_error(y: ArrayLike, p: ArrayLike, w: ArrayLike | None = None, bins: int = 10) -> float:
+    """Weighted expected calibration error over equal-frequency bins of the predictions.
+
+    ECE = sum over bins of (bin weight / total weight) * |weighted observed rate - weighted mean p|.
+    Equal-frequency bins keep every bin populated when predictions crowd in a narrow range.
+    """
+    y_arr, p_arr, w_arr = _validated(y, p, w)
+    return float(_metrics_for_weights(y_arr, p_arr, w_arr[None, :], bins)["ece"][0])
+
+
+def metric_values(y: ArrayLike, p: ArrayLike, w: ArrayLike | None = None, bins: int = 10) -> dict[str, float]:
+    """ROC AUC, PR AUC (average precision), Brier score, log loss and ECE, each weighted by `w`.
+
+    Weighted metrics equal the unweighted ones on rows duplicated `w` times; AUC and PR AUC are
+    NaN when all weight lies on one class.
+    """
+    y_arr, p_arr, w_arr = _validated(y, p, w)
+    values = _metrics_for_weights(y_arr, p_arr, w_arr[None, :], bins)
+    return {name: float(values[name][0]) for name in METRICS}
+
+
+def _citizen_multiplicities(groups: ArrayLike, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Chunks of bootstrap row multiplicities (replicates x rows) that keep each citizen's rows together.
+
+    Each replicate draws as many citizens as there are, with replacement (multinomial counts); a
+    row's multiplicity is its citizen's count, so all rows of a drawn citizen come along.
+    """
+    codes, citizens = pd.factorize(np.asarray(groups), use_na_sentinel=False)
+    n_citizens = len(citizens)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _MAX_CELLS // max(len(codes), 1))
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        counts = rng.multinomial(n_citizens, np.full(n_citizens, 1 / n_citizens), size=size)
+        yield counts[:, codes].astype(float)
+
+
+def metric_table(
+    y: ArrayLike,
+    p: ArrayLike,
+    w: ArrayLike | None,
+    groups: ArrayLike,
+    n_boot: int = 200,
+    seed: int = 0,
+    bins: int = 10,
+) -> dict[str, tuple[float, float, float]]:
+    """Each metric as (estimate, 2.5 %, 97.5 %) with a percentile bootstrap over citizens (`groups`).
+
+    Replicates in which one class has no weight are skipped for every metric, so the intervals of
+    all metrics come from the same replicates. Calibration bins stay those of the full sample.
+    """
+    y_arr, p_arr, w_arr = _validated(y, p, w)
+    if len(np.asarray(groups)) != len(y_arr):
+        raise ValueError(f"groups must give the citizen id of each of the {len(y_arr)} rows")
+    estimate = metric_values(y_arr, p_arr, w_arr, bins)
+    replicates: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
+    for multiplicity in _citizen_multiplicities(groups, n_boot, seed):
+        values = _metrics_for_weights(y_arr, p_arr, multiplicity * w_arr, bins)
+        usable = ~np.isnan(values["roc_auc"])
+        for name in METRICS:
+            replicates[name].append(values[name][usable])
+    table = {}
+    for name in METRICS:
+        draws = np.concatenate(replicates[name])
+        low, high = np.percentile(draws, [2.5, 97.5]) if len(draws) else (np.nan, np.nan)
+        table[name] = (estimate[name], float(low), float(high))
+    return table
+
+
+def flatten_metrics(table: Mapping[str, tuple[float, float, float]], prefix: str) -> dict[str, float]:
+    """MLflow metric keys from a metric table: `cv_roc_auc`, `cv_roc_auc_low`, `cv_roc_auc_high`."""
+    head = f"{prefix}_" if prefix else ""
+    flat: dict[str, float] = {}
+    for name, (estimate, low, high) in table.items():
+        flat[f"{head}{name}"] = float(estimate)
+        flat[f"{head}{name}_low"] = float(low)
+        flat[f"{head}{name}_high"] = float(high)
+    return flat
+
+
+def reliability_table(y: ArrayLike, p: ArrayLike, w: ArrayLike | None, bins: int = 10) -> pd.DataFrame:
+    """One row per non-empty equal-frequency bin: range of p, rows, weight, mean p, observed rate, gap.
+
+    `gap` is observed rate minus mean prediction (positive: the model under-predicts); the ECE is
+    the weight-averaged |gap|.
+    """
+    y_arr, p_arr, w_arr = _validated(y, p, w)
+    frame = pd.DataFrame({"bin": _bin_index(p_arr, bins), "y": y_arr, "p": p_arr, "w": w_arr})
+    frame["wy"], frame["wp"] = frame["w"] * frame["y"], frame["w"] * frame["p"]
+    table = frame.groupby("bin").agg(
+        p_low=("p", "min"),
+        p_high=("p", "max"),
+        n=("p", "size"),
+        weight=("w", "sum"),
+        wy=("wy", "sum"),
+        wp=("wp", "sum"),
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table["mean_predicted"] = table["wp"] / table["weight"]
+        table["observed_rate"] = table["wy"] / table["weight"]
+    table["gap"] = table["observed_rate"] - table["mean_predicted"]
+    return table.drop(columns=["wy", "wp"]).reset_index()
+
+
+def reliability_plot(
+    y: ArrayLike, p: ArrayLike, w: ArrayLike | None, path: Path | str, title: str = "", bins: int = 10
+) -> Path:
+    """Save a calibration curve (binned observed vs predicted, diagonal) over a histogram of p as PNG."""
+    y_arr, p_arr, w_arr = _validated(y, p, w)
+    table = reliability_table(y_arr, p_arr, w_arr, bins)
+    ece = expected_calibration_error(y_arr, p_arr, w_arr, bins)
+    fig = Figure(figsize=(6, 6.5), layout="constrained")
+    curve, histogram = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    curve.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    curve.plot(table["mean_predicted"], table["observed_rate"], marker="o", label=f"model ({bins} bins, ECE {ece:.3f})")
+    curve.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed rate (weighted)", title=title)
+    curve.legend(loc="upper left")
+    histogram.hist(p_arr, bins=50, range=(0, 1), weights=w_arr, color="tab:blue", alpha=0.7)
+    histogram.set(xlabel="predicted probability", ylabel="weight")
+    return _saved(fig, path)
+
+
+def _saved(fig: Figure, path: Path | str) -> Path:
+    """Write a figure to a PNG file, creating its folder; returns the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", dpi=120)
+    return out
+
+
+def age_band(age: pd.Series) -> pd.Series:
+    """Age bands used in the fairness report: 30-39, 40-49, 50-59, 60+ (and <30 should it occur)."""
+    bands = pd.cut(age, bins=[-np.inf, 30, 40, 50, 60, np.inf], right=False, labels=list(AGE_BANDS))
+    return bands.rename("age_band")
+
+
+def threshold_for_top_share(p: ArrayLike, share: float = 0.2) -> float:
+    """The predicted chance at or above which the top `share` of rows lie (unweighted quantile).
+
+    The fairness report counts a row predicted positive when p >= this threshold, so about
+    `share` of rows are flagged overall; ties at the threshold can flag slightly more.
+    """
+    if not 0 < share < 1:
+        raise ValueError(f"share must lie strictly between 0 and 1, got {share}")
+    return float(np.quantile(np.asarray(p, dtype=float), 1 - share))
+
+
+def _group_metrics(threshold: float, min_rows: int, bins: int) -> dict[str, Callable[..., float]]:
+    """Per-group metric functions for fairlearn's MetricFrame; NaN where a group cannot support them."""
+
+    def weighted(name: str) -> Callable[..., float]:
+        def metric(y_true: np.ndarray, y_pred: np.ndarray, sample_weight: np.ndarray) -> float:
+            if len(y_true) < min_rows:
+                return np.nan
+            return metric_values(y_true, y_pred, sample_weight, bins)[name]
+
+        return metric
+
+    def average(of_prediction: bool) -> Callable[..., float]:
+        def metric(y_true: np.ndarray, y_pred: np.ndarray, sample_weight: np.ndarray) -> float:
+            if len(y_true) < min_rows or np.sum(sample_weight) <= 0:
+                return np.nan
+            return float(np.average(y_pred if of_prediction else y_true, weights=sample_weight))
+
+        return metric
+
+    def false_negative_rate(y_true: np.ndarray, y_pred: np.ndarray, sample_weight: np.ndarray) -> float:
+        positive_weight = np.asarray(sample_weight) * np.asarray(y_true)
+        if len(y_true) < min_rows or positive_weight.sum() <= 0:
+            return np.nan
+        return float(positive_weight[np.asarray(y_pred) < threshold].sum() / positive_weight.sum())
+
+    return {
+        "n": count,
+        "roc_auc": weighted("roc_auc"),
+        "brier": weighted("brier"),
+        "ece": weighted("ece"),
+        "mean_predicted": average(of_prediction=True),
+        "observed_rate": average(of_prediction=False),
+        "false_negative_rate": false_negative_rate,
+    }
+
+
+def _gaps(by_group: pd.DataFrame) -> dict[str, float]:
+    """Largest difference between groups (max - min, NaN groups ignored) for each gap in FAIRNESS_GAPS."""
+    return {gap: float(by_group[column].max() - by_group[column].min()) for gap, column in FAIRNESS_GAPS.items()}
+
+
+def fairness_table(
+    y: ArrayLike,
+    p: ArrayLike,
+    w: ArrayLike | None,
+    sensitive: pd.DataFrame,
+    threshold: float,
+    min_rows: int = 30,
+    bins: int = 10,
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Per-group metrics for each sensitive column, and the largest gaps between groups.
+
+    The table has one row per (column, group) with FAIRNESS_COLUMNS; weighted metrics use fairlearn's
+    MetricFrame with `sample_weight`. A row counts as predicted positive when p >= threshold, so the
+    false negative rate is the weighted share of positives below it. Groups under `min_rows` rows get
+    NaN metrics; AUC is NaN for a one-class group, and the false negative rate for a group without
+    positives. Missing group values form their own group, "missing".
+
+    Headline keys, per column and overall (the max over columns): `fairness_<column>_<gap>` and
+    `fairness_max_<gap>` for auc_gap, ece_gap, fnr_gap and calibration_gap. The calibration gap is
+    the max - min across groups of calibration-in-the-large (weighted mean p - observed rate), so a
+    shared over-prediction does not count, but one group over- and another under-predicted does.
+    """
+    y_arr, p_arr, w_arr = _validated(y, p, w)
+    if len(sensitive) != len(y_arr):
+        raise ValueError(f"sensitive must have one row per prediction ({len(y_arr)}), got {len(sensitive)}")
+    metrics = _group_metrics(threshold, min_rows, bins)
+    weighted = {name: {"sample_weight": w_arr} for name in metrics if name != "n"}
+    tables, headline = [], {}
+    for column in sensitive.columns:
+        groups = sensitive[column].astype("string").fillna("missing").to_numpy()
+        frame = MetricFrame(
+            metrics=metrics,
+            y_true=y_arr,
+            y_pred=p_arr,
+            sensitive_features=pd.Series(groups, name="group"),
+            sample_params=weighted,
+        )
+        by_group = frame.by_group.astype(float)
+        by_group["n"] = by_group["n"].astype(int)
+        by_group["calibration_in_the_large"] = by_group["mean_predicted"] - by_group["observed_rate"]
+        tables.append(by_group[list(FAIRNESS_COLUMNS)].reset_index().assign(column=column))
+        for gap, value in _gaps(by_group).items():
+            headline[f"fairness_{column}_{gap}"] = value
+    for gap in FAIRNESS_GAPS:
+        per_column = [headline[f"fairness_{column}_{gap}"] for column in sensitive.columns]
+        headline[f"fairness_max_{gap}"] = float(np.nanmax(per_column)) if np.any(~np.isnan(per_column)) else np.nan
+    columns = ["column", "group", *FAIRNESS_COLUMNS]
+    table = pd.concat(tables, ignore_index=True)[columns] if tables else pd.DataFrame(columns=columns)
+    return table, headline
+
+
+def importance_by_indicator(
+    contributions: np.ndarray, feature_names: Sequence[str], belongs_to: Mapping[str, str]
+) -> pd.Series:
+    """Mean |summed contribution| per group of features (an indicator, intervention group, ...), descending.
+
+    Contributions of features in the same group are summed per row before the absolute value, so a
+    citizen's and a caseworker's score of one indicator that pull opposite ways partly cancel, as
+    they do in the prediction. Features missing from `belongs_to` form a group of their own.
+    """
+    values = np.asarray(contributions, dtype=float)
+    if values.ndim != 2 or values.shape[1] != len(feature_names):
+        raise ValueError(
+            f"contributions must be rows x {len(feature_names)} features, got shape {values.shape}; "
+            "drop the bias column of SHAP/XGBoost contributions first"
+        )
+    group_of = [belongs_to.get(name, name) for name in feature_names]
+    codes, group_names = pd.factorize(pd.Series(group_of))
+    membership = np.zeros((len(feature_names), len(group_names)))
+    membership[np.arange(len(feature_names)), codes] = 1.0
+    importance = np.abs(values @ membership).mean(axis=0)
+    return pd.Series(importance, index=pd.Index(group_names, name="belongs_to"), name="importance").sort_values(
+        ascending=False
+    )
+
+
+def importance_by_group(
+    contributions: np.ndarray, feature_names: Sequence[str], belongs_to: Mapping[str, str]
+) -> pd.Series:
+    """Same as `importance_by_indicator`, under the name that fits any grouping of features."""
+    return importance_by_indicator(contributions, feature_names, belongs_to)
+
+
+def _beeswarm_offsets(values: np.ndarray, rng: np.random.Generator, width: float = 0.4) -> np.ndarray:
+    """Vertical offsets that spread points of similar value apart, as in shap's beeswarm."""
+    if len(values) == 0 or np.ptp(values) == 0:
+        layers = np.arange(len(values))
+    else:
+        cells = np.round((values - values.min()) / np.ptp(values) * 100).astype(int)
+        shuffled = rng.permutation(len(values))
+        order = shuffled[np.argsort(cells[shuffled], kind="stable")]
+        layers = np.empty(len(values), dtype=int)
+        layers[order] = pd.Series(cells[order]).groupby(cells[order]).cumcount().to_numpy()
+    signed = np.where(layers % 2 == 0, 1, -1) * ((layers + 1) // 2)
+    return signed * (width / max(np.abs(signed).max(initial=0), 1))
+
+
+def _numeric_columns(X: np.ndarray | pd.DataFrame) -> np.ndarray:
+    """Feature values as floats for colouring; non-numeric values become NaN (drawn grey)."""
+    return pd.DataFrame(X).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+
+
+def beeswarm_plot(
+    contributions: np.ndarray,
+    X: np.ndarray | pd.DataFrame,
+    feature_names: Sequence[str],
+    labels: Mapping[str, str],
+    path: Path | str,
+    max_features: int = _BEESWARM_FEATURES,
+    seed: int = 0,
+) -> Path:
+    """SHAP-style beeswarm of the features with the largest mean |contribution|, coloured by value."""
+    values = np.asarray(contributions, dtype=float)
+    features = _numeric_columns(X)
+    top = np.argsort(-np.abs(values).mean(axis=0))[:max_features][::-1]
+    rng = np.random.default_rng(seed)
+    cmap, norm = "coolwarm", Normalize(0, 1)
+    fig = Figure(figsize=(8, 1.2 + 0.35 * len(top)), layout="constrained")
+    ax = fig.subplots()
+    ax.axvline(0, color="grey", linewidth=0.8)
+    for row, j in enumerate(top):
+        # Percentile colours, so that outliers do not flatten the scale; NaN stays NaN (grey).
+        colour = pd.Series(features[:, j]).rank(pct=True).to_numpy()
+        y_pos = row + _beeswarm_offsets(values[:, j], rng)
+        missing = np.isnan(colour)
+        ax.scatter(values[missing, j], y_pos[missing], s=6, color="lightgrey", linewidths=0)
+        ax.scatter(values[~missing, j], y_pos[~missing], s=6, c=colour[~missing], cmap=cmap, norm=norm, linewidths=0)
+    ax.set_yticks(range(len(top)), [labels.get(feature_names[j], feature_names[j]) for j in top])
+    ax.set(xlabel="contribution to the log-odds (SHAP value)", ylim=(-0.7, len(top) - 0.3))
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, ticks=[0, 1], aspect=40)
+    bar.ax.set_yticklabels(["low", "high"])
+    bar.set_label("feature value")
+    return _saved(fig, path)
+
+
+def importance_plot(importance: pd.Series, labels: Mapping[str, str], path: Path | str) -> Path:
+    """Horizontal bar chart of grouped importance, largest on top, with English labels."""
+    ordered = importance.sort_values()
+    fig = Figure(figsize=(7, 1.2 + 0.3 * len(ordered)), layout="constrained")
+    ax = fig.subplots()
+    ax.barh([labels.get(str(code), str(code)) for code in ordered.index], ordered.to_numpy(), color="tab:blue")
+    ax.set(xlabel="mean |summed contribution| (log-odds)", title="Importance by indicator")
+    return _saved(fig, path)
+
+
+def shap_plots(
+    contributions: np.ndarray,
+    X: np.ndarray | pd.DataFrame,
+    feature_names: Sequence[str],
+    belongs_to: Mapping[str, str],
+    labels: Mapping[str, str],
+    out_dir: Path | str,
+) -> list[Path]:
+    """A beeswarm of feature contributions and a per-indicator importance bar chart, as PNG files.
+
+    `labels` maps feature names and `belongs_to` codes to English labels; unlabelled ones show as is.
+    Drawn on plain matplotlib Figures (no pyplot), so no global plotting state changes.
+    """
+    out = Path(out_dir)
+    importance = importance_by_indicator(contributions, feature_names, belongs_to)
+    return [
+        beeswarm_plot(contributions, X, feature_names, labels, out / "shap_beeswarm.png"),
+        importance_plot(importance, labels, out / "importance_by_indicator.png"),
+    ]
