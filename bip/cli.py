@@ -10,6 +10,7 @@ from bip.errors import UserError
 
 
 def build_app() -> typer.Typer:
+    from experiments import commands as experiment_commands
     from features import commands as feature_commands
     from serving import commands as serving_commands
     from training import commands as training_commands
@@ -20,7 +21,7 @@ def build_app() -> typer.Typer:
         pretty_exceptions_enable=False,
         add_completion=False,
     )
-    for module in (feature_commands, training_commands, serving_commands):
+    for module in (feature_commands, training_commands, serving_commands, experiment_commands):
         for command in module.COMMANDS:
             app.command()(command)
     return app

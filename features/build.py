@@ -15,26 +15,33 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from features.catalogue import INTERVENTION_CODES, PATTERNS, SCORE_COLUMNS
+from features.catalogue import EVENTS, INTERVENTION_CODES, SCORE_COLUMNS
 from features.dataset import COLUMNS, Dataset
 from features.feature_catalogue import (
     BACKGROUND_CATEGORIES,
+    CATEGORY_LEVELS,
     FEATURE_COLUMNS,
     ID_COLUMNS,
     LABEL_COLUMNS,
     NUMERIC_FEATURES,
     PATTERN_COLUMN,
+    SLOPE_ROUNDS,
 )
-from features.history import intervention_history
+from features.history import Episodes, citizen_day_key, intervention_history, sorted_episodes
 from features.labels import EVENT_KINDS, horizon_labels, ipcw_weights
 from features.levels import caseworker_history, round_history, score_changes
 
-PATTERN_DTYPE = pd.CategoricalDtype(list(PATTERNS))
+CATEGORY_DTYPES: dict[str, pd.CategoricalDtype] = {
+    name: pd.CategoricalDtype(list(levels)) for name, levels in CATEGORY_LEVELS.items()
+}
 OUTPUT_COLUMNS: tuple[str, ...] = ID_COLUMNS + FEATURE_COLUMNS + LABEL_COLUMNS
 _NUMERIC_INDEX = pd.Index(NUMERIC_FEATURES)
-_CODES = np.array(INTERVENTION_CODES, dtype=object)
-_EVENT_KINDS = np.array(EVENT_KINDS, dtype=object)
-MAX_CELLS = 4_000_000
+_NUMERIC_ROW = {name: k for k, name in enumerate(NUMERIC_FEATURES)}
+_LEVEL_ROWS = slice(_NUMERIC_ROW[SCORE_COLUMNS[0]], _NUMERIC_ROW[SCORE_COLUMNS[-1]] + 1)
+assert [_NUMERIC_ROW[c] for c in SCORE_COLUMNS] == list(range(_LEVEL_ROWS.start, _LEVEL_ROWS.stop))
+# Rows per chunk of the score-change and intervention work: bounds temporary memory on a register
+# (a chunk's arrays stay in cache) and is one chunk for a serving request.
+CHUNK_ROWS = 32_768
 
 
 @dataclass(frozen=True)
@@ -79,28 +86,49 @@ def day_numbers(values: pd.Series) -> np.ndarray:
     return np.where(np.isnat(dates), np.nan, dates.astype(np.int64).astype(float))
 
 
+def strings(values: pd.Series) -> np.ndarray:
+    """A string column as a numpy object array: cheap for a few rows, where pandas' own string
+    operations carry a fixed cost per call, and fast enough for a register."""
+    return values.to_numpy(dtype=object)
+
+
+def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of `values` into their sorted distinct values (-1 for empty), and those values."""
+    codes, uniques = pd.factorize(values)
+    uniques = np.asarray(uniques, dtype=object)
+    order = np.argsort(uniques)
+    rank = np.empty(len(order) + 1, dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    rank[-1] = -1  # answers code -1
+    return rank[codes], uniques[order]
+
+
 def lookup(keys: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
-    """Position of each of `values` in `keys` (-1 where absent, or empty); ValueError if `keys`
-    repeat. One hash pass (factorize), cheap for one citizen and fast for a register."""
+    """Position of each of `values` in `keys` (-1 where absent or empty); ValueError if `keys`
+    repeat. One hash pass over both (factorize)."""
     codes, uniques = pd.factorize(np.concatenate([keys, values]))
     key_codes = codes[: len(keys)]
     at = np.full(len(uniques) + 1, -1)  # the extra slot answers code -1 (an empty value)
     at[key_codes] = np.arange(len(keys))
-    if len(keys) and (key_codes < 0).any() | (np.bincount(key_codes[key_codes >= 0]).max() > 1):
+    if len(keys) and ((key_codes < 0).any() or np.bincount(key_codes[key_codes >= 0]).max() > 1):
         raise ValueError(f"{what} must be unique and not empty")
     return at[codes[len(keys) :]]
 
 
-def strings(values: pd.Series) -> np.ndarray:
-    """A string column as a numpy object array (None/NaN for empty)."""
-    return values.to_numpy(dtype=object)
+def category_codes(values: np.ndarray, levels: tuple[str, ...], what: str) -> np.ndarray:
+    """Index of each value in `levels` (-1 for an empty value); ValueError naming values outside them."""
+    codes, uniques = pd.factorize(values)
+    unknown = [u for u in uniques if u not in levels]
+    if unknown:
+        shown = ", ".join(map(repr, unknown[:5]))
+        raise ValueError(f"{what} has value(s) outside the data contract: {shown}; expected one of {', '.join(levels)}")
+    return np.array([levels.index(u) for u in uniques] + [-1], dtype=np.int64)[codes]
 
 
 def sorted_rounds(dataset: Dataset) -> Rounds:
     """The measurements of `dataset` in feature order, with each row's citizen, day and round."""
     m = dataset.measurements
-    citizen, citizen_ids = pd.factorize(strings(m["citizen_id"]), sort=True)
-    citizen_ids = np.asarray(citizen_ids, dtype=object)
+    citizen, citizen_ids = sorted_codes(strings(m["citizen_id"]))
     citizen_row = lookup(strings(dataset.citizens["citizen_id"]), citizen_ids, "citizens.citizen_id")
     if (citizen < 0).any() or (citizen_row < 0).any():
         unknown = ", ".join(map(str, citizen_ids[citizen_row < 0][:5]))
@@ -109,35 +137,35 @@ def sorted_rounds(dataset: Dataset) -> Rounds:
     if np.isnan(day).any():
         raise ValueError("measurements.measured_on must not be empty")
     day = day.astype(np.int64)
-    order = np.lexsort((day, citizen))
+    order = np.argsort(citizen_day_key(citizen, day), kind="stable")
+    tied = np.zeros(len(day), dtype=bool)
     same = (np.diff(citizen[order]) == 0) & (np.diff(day[order]) == 0)
-    if same.any():  # two rounds of a citizen on one day: the measurement id decides, in every path
-        order = np.lexsort((strings(m["measurement_id"]), day, citizen))
+    tied[order[1:][same]] = tied[order[:-1][same]] = True
+    if tied.any():  # two rounds of a citizen on one day: the measurement id decides, in every path
+        id_rank = np.zeros(len(day), dtype=np.int64)
+        id_rank[tied] = sorted_codes(strings(m["measurement_id"])[tied])[0]
+        order = np.lexsort((id_rank, day, citizen))
     citizen, day = citizen[order], day[order]
     starts = np.flatnonzero(np.r_[True, citizen[1:] != citizen[:-1]]) if len(citizen) else np.zeros(0, int)
     rank = np.arange(len(citizen)) - np.repeat(starts, np.diff(np.r_[starts, len(citizen)]))
     return Rounds(order, citizen_ids, citizen, citizen_row[citizen], day, rank)
 
 
-def measurement_features(dataset: Dataset, rounds: Rounds) -> dict[str, np.ndarray]:
-    """Score levels and changes, round history and caseworker features, per sorted row."""
+def score_levels(dataset: Dataset, rounds: Rounds) -> dict[str, np.ndarray]:
+    """The score columns of the sorted rows as floats, NaN where unanswered."""
     m = dataset.measurements
-    scores = np.column_stack(
-        [m[name].to_numpy(dtype=float, na_value=np.nan) for name in SCORE_COLUMNS]
-    )[rounds.order]
-    out: dict[str, np.ndarray] = {name: scores[:, k] for k, name in enumerate(SCORE_COLUMNS)}
-    # Scores in column blocks of about MAX_CELLS values, to bound temporary memory on large data.
-    step = max(1, MAX_CELLS // max(len(scores), 1))
-    for first in range(0, len(SCORE_COLUMNS), step):
-        names = SCORE_COLUMNS[first : first + step]
-        out.update(score_changes(scores[:, first : first + step], rounds.day, rounds.rank, names))
+    return {name: m[name].to_numpy(dtype=float, na_value=np.nan)[rounds.order] for name in SCORE_COLUMNS}
+
+
+def round_features(dataset: Dataset, rounds: Rounds) -> dict[str, np.ndarray]:
+    """Rounds so far, days since enrolment and the previous round, and the caseworker features."""
     enrolled = day_numbers(dataset.citizens["enrolled_on"])[rounds.citizen_row]
-    out.update(round_history(rounds.day, enrolled, rounds.rank))
-    caseworker_ids = strings(m["caseworker_id"])[rounds.order]
+    out = round_history(rounds.day, enrolled, rounds.rank)
     cw = dataset.caseworkers
+    caseworker_ids = strings(dataset.measurements["caseworker_id"])[rounds.order]
     found = lookup(strings(cw["caseworker_id"]), caseworker_ids, "caseworkers.caseworker_id")
     orientation = np.where(found >= 0, cw["job_orientation"].to_numpy(dtype=float, na_value=np.nan)[found], np.nan)
-    out.update(caseworker_history(pd.factorize(caseworker_ids)[0], orientation, rounds.rank))
+    out.update(caseworker_history(caseworker_ids, orientation, rounds.rank))
     return out
 
 
@@ -150,26 +178,37 @@ def background_features(dataset: Dataset, rounds: Rounds) -> dict[str, np.ndarra
     def numbers(column: str) -> np.ndarray:
         return c[column].to_numpy(dtype=float, na_value=np.nan)[row]
 
-    return {"age": year - numbers("birth_year"), "children": numbers("children"), "benefit_share_5y": numbers("benefit_share_5y")}
+    return {
+        "age": year - numbers("birth_year"),
+        "children": numbers("children"),
+        "benefit_share_5y": numbers("benefit_share_5y"),
+    }
 
 
-def intervention_features(dataset: Dataset, rounds: Rounds) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The intervention histories of `history.intervention_history` for the sorted rows.
+def background_categories(dataset: Dataset, rounds: Rounds) -> dict[str, pd.api.extensions.ExtensionArray]:
+    """The categorical background columns per sorted row: Categoricals over the contract's levels
+    (the same categories for one citizen as for a register) and `jobcentre` as strings."""
+    c = dataset.citizens
+    out = {}
+    for name in BACKGROUND_CATEGORIES:
+        if name in CATEGORY_DTYPES:
+            codes = category_codes(strings(c[name]), CATEGORY_LEVELS[name], f"citizens.{name}")
+            out[name] = pd.Categorical.from_codes(codes[rounds.citizen_row], dtype=CATEGORY_DTYPES[name])
+        else:
+            out[name] = c[name].array.take(rounds.citizen_row)
+    return out
 
-    Episodes of citizens without measurements play no part.
-    """
+
+def intervention_episodes(dataset: Dataset, rounds: Rounds) -> Episodes:
+    """The interventions of the measured citizens as sorted `Episodes` (others play no part)."""
     e = dataset.interventions
     citizen = lookup(rounds.citizen_ids, strings(e["citizen_id"]), "citizen ids")
-    e = e[citizen >= 0]
-    citizen = citizen[citizen >= 0]
-    code = lookup(_CODES, strings(e["intervention"]), "intervention codes")
-    if (code < 0).any():
-        unknown = pd.unique(strings(e["intervention"])[code < 0])[:5]
-        raise ValueError(f"interventions.intervention has unknown code(s): {', '.join(map(str, unknown))}")
-    start = day_numbers(e["started_on"])
-    if np.isnan(start).any():
-        raise ValueError("interventions.started_on must not be empty")
-    return intervention_history(rounds.citizen, rounds.day, citizen, code, start.astype(np.int64), day_numbers(e["ended_on"]))
+    keep = citizen >= 0
+    code = category_codes(strings(e["intervention"])[keep], INTERVENTION_CODES, "interventions.intervention")
+    start, end = day_numbers(e["started_on"])[keep], day_numbers(e["ended_on"])[keep]
+    if (code < 0).any() or np.isnan(start).any():
+        raise ValueError("interventions.intervention and interventions.started_on must not be empty")
+    return sorted_episodes(citizen[keep], code, start.astype(np.int64), end)
 
 
 def row_labels(dataset: Dataset, rounds: Rounds, horizon_months: int) -> dict[str, np.ndarray]:
@@ -182,7 +221,8 @@ def row_labels(dataset: Dataset, rounds: Rounds, horizon_months: int) -> dict[st
     known = at >= 0
     event_day = np.full(len(rounds.citizen_ids), np.nan)
     followed_day = np.full(len(rounds.citizen_ids), np.nan)
-    is_event = lookup(_EVENT_KINDS, strings(o["event"]), "event kinds") >= 0
+    event = category_codes(strings(o["event"]), EVENTS, "outcomes.event")
+    is_event = np.isin(event, [EVENTS.index(kind) for kind in EVENT_KINDS])
     event_day[at[known]] = np.where(is_event, day_numbers(o["event_on"]), np.nan)[known]
     followed_day[at[known]] = day_numbers(o["followed_until"])[known]
     labels = horizon_labels(rounds.day, event_day[rounds.citizen], followed_day[rounds.citizen], horizon_months)
@@ -191,6 +231,37 @@ def row_labels(dataset: Dataset, rounds: Rounds, horizon_months: int) -> dict[st
         labels["label"], labels["time_to_event_days"], labels["event_observed"], horizon_days
     )
     return {name: labels[name] for name in LABEL_COLUMNS}
+
+
+def numeric_features(dataset: Dataset, rounds: Rounds, chunk_rows: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """The NUMERIC_FEATURES of the sorted rows as one (features, rows) float block, and each row's
+    `pattern_3m` index into PATTERNS. The score changes and intervention histories run in chunks of
+    `chunk_rows` rows and write straight into the block, so a register needs little more memory than
+    the block itself; the chunking never changes a value."""
+    n = len(rounds.day)
+    block = np.empty((len(NUMERIC_FEATURES), n))
+
+    def put(values: dict[str, np.ndarray], rows: slice = slice(None)) -> None:
+        for name, column in values.items():
+            block[_NUMERIC_ROW[name], rows] = column
+
+    put(score_levels(dataset, rounds))
+    levels = block[_LEVEL_ROWS]  # (scores, rows), a view
+    put(round_features(dataset, rounds))
+    put(background_features(dataset, rounds))
+    episodes = intervention_episodes(dataset, rounds)
+    pattern = np.empty(n, dtype=np.int64)
+    lookback = SLOPE_ROUNDS - 1
+    for a in range(0, n, chunk_rows):
+        rows, lo = slice(a, min(a + chunk_rows, n)), max(0, a - lookback)
+        day, rank = rounds.day[lo : rows.stop], rounds.rank[lo : rows.stop]
+        scores = np.ascontiguousarray(levels[:, lo : rows.stop].T)
+        first = levels[:, np.arange(lo, rows.stop) - rank].T
+        changes = score_changes(scores, first, day, rank, SCORE_COLUMNS)
+        put({name: values[a - lo :] for name, values in changes.items()}, rows)
+        history, pattern[rows] = intervention_history(rounds.citizen[rows], rounds.day[rows], episodes)
+        put(history, rows)
+    return block, pattern
 
 
 def truncate_dataset(dataset: Dataset, on: date) -> Dataset:
@@ -243,25 +314,17 @@ def build_features(dataset: Dataset, horizon_months: int = 12, as_of: date | Non
     if as_of is not None:
         dataset = truncate_dataset(dataset, as_of)
     rounds = sorted_rounds(dataset)
-    numeric = measurement_features(dataset, rounds)
-    numeric.update(background_features(dataset, rounds))
-    history, pattern = intervention_features(dataset, rounds)
-    numeric.update(history)
-    block = np.empty((len(NUMERIC_FEATURES), len(rounds.day)))
-    for k, name in enumerate(NUMERIC_FEATURES):
-        block[k] = numeric[name]
-    m, c = dataset.measurements, dataset.citizens
-    # All non-numeric columns in one frame, the numeric block (no copy) between its two halves:
-    # the cheapest assembly for one citizen, and no copy of the block for a register.
-    others = {
-        "measurement_id": m["measurement_id"].array.take(rounds.order),
+    block, pattern = numeric_features(dataset, rounds)
+    ids = {
+        "measurement_id": dataset.measurements["measurement_id"].array.take(rounds.order),
         "citizen_id": pd.array(rounds.citizen_ids[rounds.citizen], dtype="str"),
         "measured_on": rounds.day.astype("datetime64[D]").astype("datetime64[s]"),
-        PATTERN_COLUMN: pd.Categorical.from_codes(pattern, dtype=PATTERN_DTYPE),
-        **{name: c[name].array.take(rounds.citizen_row) for name in BACKGROUND_CATEGORIES},
+    }
+    others = {
+        PATTERN_COLUMN: pd.Categorical.from_codes(pattern, dtype=CATEGORY_DTYPES[PATTERN_COLUMN]),
+        **background_categories(dataset, rounds),
         **row_labels(dataset, rounds, horizon_months),
     }
-    others = pd.DataFrame(others, copy=False)
-    head = len(ID_COLUMNS)
-    numeric_frame = pd.DataFrame(block.T, columns=_NUMERIC_INDEX, copy=False)
-    return pd.concat([others.iloc[:, :head], numeric_frame, others.iloc[:, head:]], axis=1)
+    # The block goes in without a copy: cheap for one citizen, and no second copy of a register.
+    numeric = pd.DataFrame(block.T, columns=_NUMERIC_INDEX, copy=False)
+    return pd.concat([pd.DataFrame(ids, copy=False), numeric, pd.DataFrame(others, copy=False)], axis=1)

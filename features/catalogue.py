@@ -22,6 +22,7 @@ class Intervention:
     code: str
     group: str
     label_da: str
+    label_en: str
 
 
 INDICATORS: tuple[Indicator, ...] = (
@@ -58,27 +59,37 @@ GROUP_LABELS: dict[str, tuple[str, str]] = {
 }
 
 INTERVENTIONS: tuple[Intervention, ...] = (
-    Intervention("job_market_knowledge", "job", "Viden om arbejdsmarkedet"),
-    Intervention("job_search_course", "job", "Jobsøgning"),
-    Intervention("mentor", "job", "Virksomheds-/uddannelses-/jobcentermentor"),
-    Intervention("internal_internship", "job", "Intern praktik"),
-    Intervention("external_internship", "job", "Ekstern praktik"),
-    Intervention("company_centre", "job", "Virksomhedscenter"),
-    Intervention("wage_subsidy", "job", "Løntilskud"),
-    Intervention("temp_hours", "job", "Vikartimer"),
-    Intervention("job_rotation", "job", "Jobrotation"),
-    Intervention("general_education", "upskilling", "Almenfaglig opkvalificering"),
-    Intervention("vocational_education", "upskilling", "Fagfaglig opkvalificering"),
-    Intervention("pre_rehabilitation", "upskilling", "Forrevalidering"),
-    Intervention("rehabilitation", "upskilling", "Revalidering"),
-    Intervention("social_skills", "social", "Sociale og personlige kompetencer"),
-    Intervention("network_building", "social", "Styrkelse af netværk"),
-    Intervention("everyday_coping_support", "social", "Hverdagsmestring"),
-    Intervention("social_mentor", "social", "Social mentor / støttekontaktperson"),
-    Intervention("diet_exercise", "health", "Kost og motion"),
-    Intervention("assessment_treatment", "health", "Udredning / behandling inkl. genoptræning"),
-    Intervention("health_coping_support", "health", "Mestring af psykisk / fysisk helbred"),
-    Intervention("addiction_treatment", "health", "Misbrugsbehandling"),
+    Intervention("job_market_knowledge", "job", "Viden om arbejdsmarkedet", "Knowledge of the job market"),
+    Intervention("job_search_course", "job", "Jobsøgning", "Job search"),
+    Intervention("mentor", "job", "Virksomheds-/uddannelses-/jobcentermentor", "Company/education/job-centre mentor"),
+    Intervention("internal_internship", "job", "Intern praktik", "Internal work placement"),
+    Intervention("external_internship", "job", "Ekstern praktik", "External work placement"),
+    Intervention("company_centre", "job", "Virksomhedscenter", "Company centre"),
+    Intervention("wage_subsidy", "job", "Løntilskud", "Wage subsidy"),
+    Intervention("temp_hours", "job", "Vikartimer", "Temporary hours"),
+    Intervention("job_rotation", "job", "Jobrotation", "Job rotation"),
+    Intervention("general_education", "upskilling", "Almenfaglig opkvalificering", "General upskilling"),
+    Intervention("vocational_education", "upskilling", "Fagfaglig opkvalificering", "Vocational upskilling"),
+    Intervention("pre_rehabilitation", "upskilling", "Forrevalidering", "Pre-rehabilitation"),
+    Intervention("rehabilitation", "upskilling", "Revalidering", "Rehabilitation"),
+    Intervention("social_skills", "social", "Sociale og personlige kompetencer", "Social and personal skills"),
+    Intervention("network_building", "social", "Styrkelse af netværk", "Strengthening the network"),
+    Intervention("everyday_coping_support", "social", "Hverdagsmestring", "Everyday coping"),
+    Intervention("social_mentor", "social", "Social mentor / støttekontaktperson", "Social mentor / support contact"),
+    Intervention("diet_exercise", "health", "Kost og motion", "Diet and exercise"),
+    Intervention(
+        "assessment_treatment",
+        "health",
+        "Udredning / behandling inkl. genoptræning",
+        "Assessment / treatment incl. rehabilitation training",
+    ),
+    Intervention(
+        "health_coping_support",
+        "health",
+        "Mestring af psykisk / fysisk helbred",
+        "Coping with mental / physical health",
+    ),
+    Intervention("addiction_treatment", "health", "Misbrugsbehandling", "Addiction treatment"),
 )
 
 INTERVENTION_CODES: tuple[str, ...] = tuple(i.code for i in INTERVENTIONS)

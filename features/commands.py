@@ -11,9 +11,7 @@ from bip.settings import load_settings
 
 DataOption = Annotated[
     Path | None,
-    typer.Option(
-        "--data", help="A dataset folder in the data contract; the measurement store when left out."
-    ),
+    typer.Option("--data", help="A dataset folder in the data contract; the measurement store when left out."),
 ]
 
 
@@ -25,12 +23,15 @@ def simulate(
     config: Annotated[
         Path | None, typer.Option(help="Scenario YAML overriding the default planted parameters.")
     ] = None,
+    extracts: Annotated[
+        bool, typer.Option(help="Write consecutive quarterly extracts (OUT/extract_DATE/) as exports would arrive.")
+    ] = False,
 ) -> None:
     """Simulate a BIP-like dataset in the data contract, with the true probabilities beside it."""
     from features.simulator import load_scenario, simulate_to_folder
 
     scenario = load_scenario(config)
-    summary = simulate_to_folder(out, scenario, citizens=citizens, seed=seed, fmt=format)
+    summary = simulate_to_folder(out, scenario, citizens=citizens, seed=seed, fmt=format, extracts=extracts)
     typer.echo(summary)
 
 
@@ -50,12 +51,10 @@ def ingest(data: Annotated[Path, typer.Argument(help="Dataset folder to validate
     from features.contract import read_dataset
     from features.store import ingest as ingest_dataset
 
-    settings = load_settings()
     dataset, warnings = read_dataset(data)
     for warning in warnings:
         typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
-    settings.home.mkdir(parents=True, exist_ok=True)
-    summary = ingest_dataset(dataset, settings.store_url)
+    summary = ingest_dataset(dataset, store_url())
     typer.echo(str(summary))
 
 
@@ -67,8 +66,7 @@ def export(
     from features.contract import write_dataset
     from features.store import load
 
-    settings = load_settings()
-    write_dataset(load(settings.store_url), out, fmt=format)
+    write_dataset(load(store_url()), out, fmt=format)
     typer.echo(f"exported to {out}")
 
 
@@ -97,7 +95,14 @@ def load_dataset(data: Path | None):
         for warning in warnings:
             typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
         return dataset
-    return load(load_settings().store_url)
+    return load(store_url())
+
+
+def store_url() -> str:
+    """The measurement store's URL, with BIP_HOME created so that the default SQLite file can be."""
+    settings = load_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return settings.store_url
 
 
 COMMANDS = [simulate, validate, ingest, export, features]

@@ -29,12 +29,14 @@ import pandas as pd
 
 from features.catalogue import (
     BACKGROUND_LABELS,
-    CASEWORKER_COLUMNS,
-    CITIZEN_COLUMNS,
+    CIVIL_STATUSES,
+    EDUCATIONS,
+    GENDERS,
     GROUP_LABELS,
     GROUPS,
     INTERVENTION_GROUP,
     INTERVENTIONS,
+    ORIGINS,
     PATTERN_LABELS,
     PATTERNS,
     SCORE_COLUMNS,
@@ -89,8 +91,16 @@ INTERVENTION_COLUMNS: tuple[str, ...] = (
     *(pattern_column(p) for p in PATTERNS),
     DAYS_SINCE_JOB,
 )
-# Numeric features are float64 (NaN = unknown); the categorical ones come after them, as strings
-# (background) or a pandas Categorical over PATTERNS (`pattern_3m`): training owns their encoding.
+# Numeric features are float64 (NaN = unknown); the categorical ones come after them: pandas
+# Categoricals with the contract's levels (the same categories in training and serving), and
+# `jobcentre` as a string, whose values are the data's. Training owns their numeric encoding.
+CATEGORY_LEVELS: dict[str, tuple[str, ...]] = {
+    PATTERN_COLUMN: PATTERNS,
+    "gender": GENDERS,
+    "origin": ORIGINS,
+    "civil_status": CIVIL_STATUSES,
+    "education": EDUCATIONS,
+}
 NUMERIC_FEATURES: tuple[str, ...] = (
     *LEVEL_COLUMNS,
     *CHANGE_COLUMNS,
@@ -112,7 +122,9 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
 @dataclass(frozen=True)
 class FeatureInfo:
     name: str
-    belongs_to: str  # an indicator code, an intervention group, "pattern", "history", "caseworker", or a background item
+    belongs_to: (
+        str  # an indicator code, an intervention group, "pattern", "history", "caseworker", or a background item
+    )
     kind: str  # one of KINDS
     label_da: str
     label_en: str
@@ -120,7 +132,10 @@ class FeatureInfo:
     dtype: str  # "float", "category" or "str"
 
 
-_SOURCE_LABELS = {"cit": ("borgerens svar", "citizen's answer"), "cw": ("sagsbehandlerens vurdering", "caseworker's assessment")}
+_SOURCE_LABELS = {
+    "cit": ("borgerens svar", "citizen's answer"),
+    "cw": ("sagsbehandlerens vurdering", "caseworker's assessment"),
+}
 _CHANGE_LABELS = {
     "change_prev": ("ændring siden forrige måling", "change since the previous measurement"),
     "change_first": ("ændring siden første måling", "change since the first measurement"),
@@ -141,7 +156,10 @@ _OTHER_LABELS = {
     DAYS_SINCE_JOB: ("Dage siden seneste jobrettede indsats", "Days since the last job-oriented intervention"),
     PATTERN_COLUMN: ("Indsatsmønster de seneste 3 måneder", "Intervention pattern of the last 3 months"),
     "caseworker_job_orientation": ("Sagsbehandlerens jobfokus", "Caseworker's job orientation"),
-    "caseworker_changed": ("Ny sagsbehandler siden forrige måling", "Caseworker changed since the previous measurement"),
+    "caseworker_changed": (
+        "Ny sagsbehandler siden forrige måling",
+        "Caseworker changed since the previous measurement",
+    ),
     "caseworker_changes": ("Antal sagsbehandlerskift indtil nu", "Caseworker changes so far"),
 }
 
@@ -155,7 +173,9 @@ def _score_infos() -> list[FeatureInfo]:
         out.append(FeatureInfo(score, code, "indicator", da, en, 1, "float"))
         for change in CHANGES:
             cda, cen = _CHANGE_LABELS[change]
-            out.append(FeatureInfo(change_column(score, change), code, "indicator", f"{da}, {cda}", f"{en}, {cen}", 0, "float"))
+            out.append(
+                FeatureInfo(change_column(score, change), code, "indicator", f"{da}, {cda}", f"{en}, {cen}", 0, "float")
+            )
     return out
 
 
@@ -165,18 +185,39 @@ def _intervention_infos() -> list[FeatureInfo]:
         gda, gen = GROUP_LABELS[group]
         for feature in GROUP_FEATURES:
             fda, fen = _GROUP_FEATURE_LABELS[feature]
-            out.append(FeatureInfo(group_column(group, feature), group, "intervention_group", f"{gda}: {fda}", f"{gen}: {fen}", 0, "float"))
+            out.append(
+                FeatureInfo(
+                    group_column(group, feature),
+                    group,
+                    "intervention_group",
+                    f"{gda}: {fda}",
+                    f"{gen}: {fen}",
+                    0,
+                    "float",
+                )
+            )
     for item in INTERVENTIONS:
-        # The catalogue has no English intervention labels; the code itself reads as English.
-        en = item.code.replace("_", " ").capitalize()
+        en = item.label_en
         fda, fen = _GROUP_FEATURE_LABELS["episodes"]
         out.append(
-            FeatureInfo(code_column(item.code), INTERVENTION_GROUP[item.code], "intervention_group", f"{item.label_da}: {fda}", f"{en}: {fen}", 0, "float")
+            FeatureInfo(
+                code_column(item.code),
+                INTERVENTION_GROUP[item.code],
+                "intervention_group",
+                f"{item.label_da}: {fda}",
+                f"{en}: {fen}",
+                0,
+                "float",
+            )
         )
     pda, pen = _OTHER_LABELS[PATTERN_COLUMN]
     for pattern in PATTERNS:
         lda, len_ = PATTERN_LABELS[pattern]
-        out.append(FeatureInfo(pattern_column(pattern), "pattern", "intervention_group", f"{pda}: {lda}", f"{pen}: {len_}", 0, "float"))
+        out.append(
+            FeatureInfo(
+                pattern_column(pattern), "pattern", "intervention_group", f"{pda}: {lda}", f"{pen}: {len_}", 0, "float"
+            )
+        )
     out.append(FeatureInfo(PATTERN_COLUMN, "pattern", "intervention_group", pda, pen, 0, "category"))
     out.append(FeatureInfo(DAYS_SINCE_JOB, "job", "intervention_group", *_OTHER_LABELS[DAYS_SINCE_JOB], 0, "float"))
     return out
@@ -187,7 +228,10 @@ def _all_infos() -> dict[str, FeatureInfo]:
     infos += [FeatureInfo(c, "history", "history", *_OTHER_LABELS[c], 0, "float") for c in HISTORY_COLUMNS]
     infos += [FeatureInfo(c, "caseworker", "caseworker", *_OTHER_LABELS[c], 0, "float") for c in CASEWORKER_FEATURES]
     infos += [FeatureInfo(c, c, "background", *BACKGROUND_LABELS[c], 0, "float") for c in BACKGROUND_NUMERIC]
-    infos += [FeatureInfo(c, c, "background", *BACKGROUND_LABELS[c], 0, "str") for c in BACKGROUND_CATEGORIES]
+    infos += [
+        FeatureInfo(c, c, "background", *BACKGROUND_LABELS[c], 0, "category" if c in CATEGORY_LEVELS else "str")
+        for c in BACKGROUND_CATEGORIES
+    ]
     by_name = {i.name: i for i in infos}
     return {name: by_name[name] for name in FEATURE_COLUMNS}
 
@@ -208,31 +252,47 @@ def feature_catalogue(columns: Iterable[str] | None = None) -> pd.DataFrame:
 def feature_catalogue_markdown(columns: Sequence[str] | None = None) -> str:
     """The feature catalogue as a markdown page (docs/feature-catalogue.md is this, written out)."""
     table = feature_catalogue(columns)
+    ids, labels = (", ".join(f"`{c}`" for c in names) for names in (ID_COLUMNS, LABEL_COLUMNS))
     lines = [
         "# Feature catalogue",
         "",
         "Generated by `python -m features.feature_catalogue docs/feature-catalogue.md` from",
         "`features/feature_catalogue.py`; do not edit by hand.",
         "",
-        "One row per measurement. Ids: " + ", ".join(f"`{c}`" for c in ID_COLUMNS) + ". Labels (never features): "
-        + ", ".join(f"`{c}`" for c in LABEL_COLUMNS) + ".",
+        "One row per measurement, sorted by citizen, date and measurement id: the ids",
+        f"({ids}), then the features below, then the labels",
+        f"({labels}), which are never features.",
+        "Numeric features are float64 (NaN = unknown); `category` ones are pandas Categoricals over the",
+        "contract's values (the same categories for one citizen as for a register); `jobcentre` is a string.",
         "",
-        "Conventions: everything is as of the measurement date t (point in time). An intervention episode",
-        "covers the days from `started_on` to `ended_on` inclusive (an empty `ended_on` = running); one",
-        "running at t counts up to t only. `days_W` counts the days of (t - W days, t]. Missing answers stay",
-        "NaN, and so does every change computed from one. `__change_prev` compares with the previous",
-        "measurement and `__change_first` with the first (0 at the first measurement when answered);",
+        "Point in time: a row uses only data dated on or before its measurement date t. An intervention",
+        "episode covers the days from `started_on` to `ended_on` inclusive (empty `ended_on` = running);",
+        "one that started after t does not exist, one running at t is active and counts up to t only.",
+        "`days_W` counts the days of (t - W days, t] on which at least one episode of the group ran",
+        f"(parallel episodes count once). The pattern looks at the last {PATTERN_WINDOW_DAYS} days.",
+        "",
+        "Missing answers stay NaN, and so does every change computed from one. `__change_prev` compares",
+        "with the previous measurement and `__change_first` with the first (0 at the first when answered);",
         f"`__slope_3r` is the least-squares slope of the answered values of the last {SLOPE_ROUNDS} measurements",
         f"(this one included) against their dates, per {SLOPE_DAYS} days, NaN with fewer than two answers.",
-        "`monotone` +1: a higher value should never lower the predicted chance.",
+        "",
+        "Labels (horizon H months, default 12): `label` 1 if a job or education starts in (t, t + H months],",
+        "0 if not and follow-up reaches t + H months, NaN (`censored`) otherwise, never 0.",
+        "`time_to_event_days` runs from t to the event or, without one after t, to the end of follow-up;",
+        "`event_observed` says which. `ipcw_weight` is 1 / G(min(time, H)-) for labelled rows and 0 for",
+        "censored ones, G the Kaplan-Meier probability of remaining uncensored, estimated over the rows",
+        "built together (so only meaningful for a training set).",
+        "",
+        "`belongs_to` groups columns for explanations: an indicator (cit_, cw_ and their changes), an",
+        "intervention group, `pattern`, `history`, `caseworker` or the background item itself.",
+        "`monotone` +1: a higher value should never lower the predicted chance (the score levels).",
         "",
         "| column | kind | belongs to | monotone | type | dansk | English |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in table.itertuples(index=False):
-        lines.append(
-            f"| `{row.name}` | {row.kind} | {row.belongs_to} | {row.monotone:+d} | {row.dtype} | {row.label_da} | {row.label_en} |"
-        )
+        cells = (f"`{row.name}`", row.kind, row.belongs_to, f"{row.monotone:+d}", row.dtype, row.label_da, row.label_en)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -2,11 +2,15 @@
 
 At a measurement on day t an episode exists only if it started on or before t; it covers the days
 from its start to its end inclusive, and one that ends after t (or is still running: no end) counts
-only up to t and is active. The work is vectorised over (measurement, episode-started-so-far)
-pairs of the same citizen, found with one `searchsorted`, in chunks to bound memory.
+only up to t and is active. Days in a window are calendar days on which at least one episode of
+the group ran (parallel episodes of one group count once), so they never exceed the window. The
+work is vectorised over (measurement, episode started by then) pairs of the same citizen, found
+with one `searchsorted` over episodes sorted by citizen and start.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,20 +30,38 @@ JOB = GROUPS.index("job")
 # Day numbers are shifted into [0, 2**32) and combined with the citizen index into one sort key.
 _DAY_SHIFT = 2**31
 _CITIZEN_STRIDE = 2**32
-MAX_PAIRS_PER_CHUNK = 4_000_000
+# Larger than any span of day numbers, and small enough that segment * stride stays exact in float64.
+_SEGMENT_STRIDE = 2.0**22
 
 
-def started_episodes(
-    m_citizen: np.ndarray, m_day: np.ndarray, e_citizen: np.ndarray, e_start: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each measurement, the range [lo, hi) of its citizen's episodes started on or before its day.
+@dataclass(frozen=True)
+class Episodes:
+    """Intervention episodes sorted by citizen, then start: citizen index, index into
+    INTERVENTIONS, start day (int), end day (float, NaN = running), and the sort key."""
 
-    The episodes must be sorted by citizen, then start.
-    """
-    key = e_citizen.astype(np.int64) * _CITIZEN_STRIDE + (e_start.astype(np.int64) + _DAY_SHIFT)
-    base = m_citizen.astype(np.int64) * _CITIZEN_STRIDE
-    lo = np.searchsorted(key, base, side="left")
-    hi = np.searchsorted(key, base + (m_day.astype(np.int64) + _DAY_SHIFT), side="right")
+    citizen: np.ndarray
+    code: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    key: np.ndarray
+
+
+def citizen_day_key(citizen: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """One int64 sort key for (citizen index, day number)."""
+    return citizen.astype(np.int64) * _CITIZEN_STRIDE + (day.astype(np.int64) + _DAY_SHIFT)
+
+
+def sorted_episodes(citizen: np.ndarray, code: np.ndarray, start: np.ndarray, end: np.ndarray) -> Episodes:
+    """Episodes in the order `intervention_history` searches them (citizen, then start)."""
+    key = citizen_day_key(citizen, start)
+    order = np.argsort(key, kind="stable")
+    return Episodes(citizen[order], code[order], start[order].astype(np.int64), end[order].astype(float), key[order])
+
+
+def started_episodes(m_citizen: np.ndarray, m_day: np.ndarray, episodes: Episodes) -> tuple[np.ndarray, np.ndarray]:
+    """For each measurement, the range [lo, hi) of its citizen's episodes started on or before its day."""
+    lo = np.searchsorted(episodes.key, m_citizen.astype(np.int64) * _CITIZEN_STRIDE, side="left")
+    hi = np.searchsorted(episodes.key, citizen_day_key(m_citizen, m_day), side="right")
     return lo, hi
 
 
@@ -51,68 +73,64 @@ def episode_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return row, np.repeat(lo, counts) + offset
 
 
-def row_chunks(pairs_per_row: np.ndarray, limit: int) -> list[tuple[int, int]]:
-    """Contiguous row ranges of about `limit` pairs at most (a single row may exceed it)."""
-    cumulative = np.cumsum(pairs_per_row)
-    if len(cumulative) == 0 or cumulative[-1] <= limit:
-        return [(0, len(pairs_per_row))]
-    stops = np.searchsorted(cumulative, np.arange(limit, cumulative[-1], limit), side="right")
-    bounds = np.unique(np.concatenate([[0], stops, [len(pairs_per_row)]]))
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-
 def intervention_history(
-    m_citizen: np.ndarray,
-    m_day: np.ndarray,
-    e_citizen: np.ndarray,
-    e_code: np.ndarray,
-    e_start: np.ndarray,
-    e_end: np.ndarray,
-    max_pairs: int = MAX_PAIRS_PER_CHUNK,
+    m_citizen: np.ndarray, m_day: np.ndarray, episodes: Episodes
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-group, per-code and pattern features of the interventions as of each measurement day.
 
-    Measurements: citizen index and day number (int). Episodes: citizen index, index into
-    INTERVENTIONS, start and end day (float, NaN = running). Returns the feature columns and, for
-    the categorical `pattern_3m`, each row's index into PATTERNS.
+    Measurements: citizen index and day number (int), any subset of rows (callers pass row chunks
+    to bound memory: the work is over one pair per measurement and episode started by then).
+    Returns the feature columns and, for the categorical `pattern_3m`, each row's index into PATTERNS.
     """
-    order = np.lexsort((e_start, e_citizen))
-    e_citizen, e_code, e_start, e_end = e_citizen[order], e_code[order], e_start[order], e_end[order]
     n, n_groups, n_codes = len(m_day), len(GROUPS), len(INTERVENTIONS)
-    days = np.zeros((len(WINDOWS_DAYS), n, n_groups))
-    active = np.zeros((n, n_groups))
-    group_episodes = np.zeros((n, n_groups))
-    code_episodes = np.zeros((n, n_codes))
+    row, ep = episode_pairs(*started_episodes(m_citizen, m_day, episodes))
+    t = m_day[row].astype(float)
+    start, end, code = episodes.start[ep].astype(float), episodes.end[ep], episodes.code[ep]
+    group = GROUP_OF_CODE[code]
+    until = np.fmin(end, t)  # a running episode, or one ending after t, counts up to t
+    slot = row * n_groups + group
+
+    def per_slot(weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(slot, weights, minlength=n * n_groups).reshape(n, n_groups)
+
+    # Pairs come by row, then start; a stable sort by slot keeps start order within a slot.
+    by_slot = np.argsort(slot, kind="stable")
+    slot_s, start_s, until_s, t_s = slot[by_slot], start[by_slot], until[by_slot], t[by_slot]
+    days = {}
+    for window in WINDOWS_DAYS:
+        covered = union_lengths(slot_s, np.maximum(start_s, t_s - (window - 1)), until_s)
+        days[window] = np.bincount(slot_s, covered, minlength=n * n_groups).reshape(n, n_groups)
+    active = per_slot(np.isnan(end) | (end >= t)) > 0
+    group_episodes = per_slot()
+    code_episodes = np.bincount(row * n_codes + code, minlength=n * n_codes).reshape(n, n_codes)
     last_job_day = np.full(n, -np.inf)
-    lo, hi = started_episodes(m_citizen, m_day, e_citizen, e_start)
-    for first, stop in row_chunks(hi - lo, max_pairs):
-        row, ep = episode_pairs(lo[first:stop], hi[first:stop])
-        size = stop - first
-        t = m_day[first:stop][row].astype(float)
-        start, code = e_start[ep].astype(float), e_code[ep]
-        group = GROUP_OF_CODE[code]
-        until = np.fmin(e_end[ep], t)  # a running episode, or one ending after t, counts up to t
-        slot = row * n_groups + group
-        for k, window in enumerate(WINDOWS_DAYS):
-            overlap = np.maximum(until - np.maximum(start, t - (window - 1)) + 1, 0.0)
-            days[k, first:stop] = np.bincount(slot, overlap, size * n_groups).reshape(size, n_groups)
-        running = np.isnan(e_end[ep]) | (e_end[ep] >= t)
-        active[first:stop] = np.bincount(slot, running, size * n_groups).reshape(size, n_groups) > 0
-        group_episodes[first:stop] = np.bincount(slot, minlength=size * n_groups).reshape(size, n_groups)
-        code_episodes[first:stop] = np.bincount(row * n_codes + code, minlength=size * n_codes).reshape(size, n_codes)
-        job = group == JOB
-        np.maximum.at(last_job_day[first:stop], row[job], until[job])
+    job = group == JOB
+    np.maximum.at(last_job_day, row[job], until[job])
     out: dict[str, np.ndarray] = {}
     for g, name in enumerate(GROUPS):
-        values = {"active": active[:, g], "episodes": group_episodes[:, g]}
-        values.update({f"days_{w}": days[k, :, g] for k, w in enumerate(WINDOWS_DAYS)})
+        values = {"active": active[:, g].astype(float), "episodes": group_episodes[:, g].astype(float)}
+        values.update({f"days_{w}": days[w][:, g] for w in WINDOWS_DAYS})
         out.update({group_column(name, f): values[f] for f in GROUP_FEATURES})
-    out.update({code_column(item.code): code_episodes[:, c] for c, item in enumerate(INTERVENTIONS)})
-    pattern = bip_pattern(days[WINDOWS_DAYS.index(PATTERN_WINDOW_DAYS)])
+    out.update({code_column(item.code): code_episodes[:, c].astype(float) for c, item in enumerate(INTERVENTIONS)})
+    pattern = bip_pattern(days[PATTERN_WINDOW_DAYS])
     out.update({pattern_column(p): (pattern == k).astype(float) for k, p in enumerate(PATTERNS)})
     with np.errstate(invalid="ignore"):
         out[DAYS_SINCE_JOB] = np.where(np.isfinite(last_job_day), m_day - last_job_day, np.nan)
     return out, pattern
+
+
+def union_lengths(segment: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Days each interval [first, last] adds to the union of the intervals before it in its segment.
+
+    Intervals are sorted by segment, then `first`; an empty one (last < first) adds 0. Summed per
+    segment this is the number of distinct days covered, so parallel episodes count once.
+    """
+    # A running maximum of `last` that restarts per segment: offset each segment far above the last.
+    offset = segment * _SEGMENT_STRIDE
+    reach = np.maximum.accumulate(last + offset)
+    before = np.full(len(last), -np.inf)
+    before[1:] = reach[:-1] - offset[1:]
+    return np.maximum(last - np.maximum(first, before + 1) + 1, 0.0)
 
 
 def bip_pattern(recent_days: np.ndarray) -> np.ndarray:

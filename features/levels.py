@@ -31,15 +31,18 @@ def previous(values: np.ndarray, rank: np.ndarray, lag: int = 1) -> np.ndarray:
     return out
 
 
-def score_changes(scores: np.ndarray, day: np.ndarray, rank: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+def score_changes(
+    scores: np.ndarray, first: np.ndarray, day: np.ndarray, rank: np.ndarray, names: Sequence[str]
+) -> dict[str, np.ndarray]:
     """Change since the previous and the first round, and the slope over the last rounds, of scores.
 
-    `scores` has one column per name in `names`. A missing answer stays missing: a change involving
+    `scores` has one column per name in `names`, `first` the citizen's scores at round 0 for each
+    row (given, so that callers may pass row chunks: a chunk needs only SLOPE_ROUNDS - 1 rows before
+    it, whose results are then wrong and dropped). A missing answer stays missing: a change involving
     one is NaN. The slope is the least-squares slope of the answered values among the last
     SLOPE_ROUNDS rounds (this one included) against their dates, per SLOPE_DAYS days; NaN with fewer
     than two answers or a single date.
     """
-    first = scores[np.arange(len(scores)) - rank]
     count, sum_x, sum_y, sum_xx, sum_xy = (np.zeros(scores.shape) for _ in range(5))
     for lag in range(SLOPE_ROUNDS):
         y = scores if lag == 0 else previous(scores, rank, lag)
@@ -79,7 +82,7 @@ def caseworker_history(caseworker: np.ndarray, orientation: np.ndarray, rank: np
     """The caseworker's job orientation at this round, whether the caseworker changed since the
     previous round (0 at the first), and the number of changes so far.
 
-    `caseworker` holds integer codes of the caseworker ids (equal code = same caseworker).
+    `caseworker` holds the caseworker ids (or any codes of them: equal value = same caseworker).
     """
     changed = np.zeros(len(caseworker))
     if len(caseworker) > 1:

@@ -114,9 +114,7 @@ def progress(state: State, pattern: np.ndarray, cw: Caseworkers, sc: dict[str, A
     drift = np.array([p["pattern"][name] for name in PATTERNS])[pattern]
     active = state.last_end > (state.day - 91)[:, None]
     targeted = p["targeted"] * (active.astype(float) @ target_matrix(p["targets"]))
-    effect = (
-        p["caseworker_effectiveness"] * cw.effect[state.caseworker] / sc["hazard"]["caseworker_effect_sd"]
-    )
+    effect = p["caseworker_effectiveness"] * cw.effect[state.caseworker] / sc["hazard"]["caseworker_effect_sd"]
     noise = p["noise_sd"] * rng.standard_normal(state.latent.shape, dtype=np.float32)
     return np.clip(state.latent + drift[:, None] + targeted + effect[:, None] + noise, 0.5, 5.5)
 
@@ -172,10 +170,7 @@ def intervention_groups(state: State, cw: Caseworkers, sc: dict[str, Any], rng) 
     need = np.stack(
         [
             3.0 - state.latent[:, LATENT.index("self_efficacy")],
-            3.0
-            - state.latent[:, [LATENT.index("network_support"), LATENT.index("everyday_coping")]].mean(
-                axis=1
-            ),
+            3.0 - state.latent[:, [LATENT.index("network_support"), LATENT.index("everyday_coping")]].mean(axis=1),
             3.0 - state.latent[:, LATENT.index("health_coping")],
         ],
         axis=1,
@@ -202,9 +197,7 @@ def start_episodes(state: State, groups: np.ndarray, sc: dict[str, Any], rng) ->
         pool = np.array([k for k, i in enumerate(INTERVENTIONS) if i.group == group])
         at = np.flatnonzero(cols == g)
         codes[at] = pool[rng.integers(0, len(pool), len(at))]
-    start = state.day[rows] + rng.integers(
-        iv["start_delay_days"][0], iv["start_delay_days"][1] + 1, len(rows)
-    )
+    start = state.day[rows] + rng.integers(iv["start_delay_days"][0], iv["start_delay_days"][1] + 1, len(rows))
     long = np.array([i.code in iv["long_codes"] for i in INTERVENTIONS])[codes]
     low = np.where(long, iv["long_duration_days"][0], iv["duration_days"][0])
     high = np.where(long, iv["long_duration_days"][1], iv["duration_days"][1])
@@ -243,9 +236,7 @@ def true_probabilities(
 ) -> np.ndarray:
     """P(event in (day, horizon_end]) for each row of `state` (just measured), by Monte Carlo."""
     out = np.empty(len(state.day))
-    rounds = int(
-        np.ceil((horizon_end - state.day).max() / (sc["days_between_rounds"] - sc["round_jitter_days"]))
-    )
+    rounds = int(np.ceil((horizon_end - state.day).max() / (sc["days_between_rounds"] - sc["round_jitter_days"])))
     chunk = max(1, 200_000 // draws)
     for lo in range(0, len(state.day), chunk):
         idx = np.repeat(np.arange(lo, min(lo + chunk, len(state.day))), draws)
@@ -268,9 +259,7 @@ def make_caseworkers(sc: dict[str, Any], rng) -> Caseworkers:
     effect = rng.normal(0.0, sc["hazard"]["caseworker_effect_sd"], k)
     if sc["hazard"].get("caseworker_effect_fixed") is not None:  # a what-if: every caseworker alike
         effect = np.full(k, float(sc["hazard"]["caseworker_effect_fixed"]))
-    return Caseworkers(
-        jobcentre, orientation, effect, tuple(np.flatnonzero(jobcentre == j) for j in range(centres))
-    )
+    return Caseworkers(jobcentre, orientation, effect, tuple(np.flatnonzero(jobcentre == j) for j in range(centres)))
 
 
 def make_citizens(n: int, cw: Caseworkers, sc: dict[str, Any], rng) -> tuple[pd.DataFrame, State]:
@@ -397,9 +386,9 @@ def simulate(
         new = start_episodes(now, intervention_groups(now, cw, sc, rng), sc, rng)
         keep = new["start"] <= followed[idx[new["row"]]]
         episodes.append(
-            pd.DataFrame(
-                {"citizen": idx[new["row"]], "code": new["code"], "start": new["start"], "end": new["end"]}
-            )[keep]
+            pd.DataFrame({"citizen": idx[new["row"]], "code": new["code"], "start": new["start"], "end": new["end"]})[
+                keep
+            ]
         )
         now = advance(now, cw, sc, rng)
         for f in fields(State):
@@ -478,14 +467,45 @@ def truth_folder(out: Path) -> Path:
     return out.with_name(out.name + "-truth")
 
 
-def simulate_to_folder(
-    out: Path, scenario: dict[str, Any], citizens: int, seed: int, fmt: str = "csv", horizon_months: int = 12
-) -> str:
-    """Simulate, write the dataset to `out` and the truth beside it; a one-line summary."""
+def extract_dates(dataset: Dataset) -> list[date]:
+    """Calendar quarter ends from the first enrolment to the end of the data: when exports are taken."""
+    first = dataset.citizens["enrolled_on"].min()
+    last = dataset.outcomes["followed_until"].max()
+    return [stamp.date() for stamp in pd.date_range(first, last + pd.offsets.QuarterEnd(0), freq="QE")]
+
+
+def write_extracts(dataset: Dataset, out: Path, fmt: str = "csv") -> list[Path]:
+    """The dataset as the job centre's consecutive exports would arrive: one full extract per quarter end."""
+    from features.build import truncate_dataset
     from features.contract import write_dataset
 
+    folders = []
+    for day in extract_dates(dataset):
+        folder = Path(out) / f"extract_{day.isoformat()}"
+        write_dataset(truncate_dataset(dataset, day), folder, fmt=fmt)
+        folders.append(folder)
+    return folders
+
+
+def simulate_to_folder(
+    out: Path,
+    scenario: dict[str, Any],
+    citizens: int,
+    seed: int,
+    fmt: str = "csv",
+    horizon_months: int = 12,
+    extracts: bool = False,
+) -> str:
+    """Simulate, write the dataset to `out` (or quarterly extracts under it) and the truth beside it."""
+    from features.contract import write_dataset
+
+    out = Path(out)
     sim = simulate(citizens=citizens, seed=seed, scenario=scenario, horizon_months=horizon_months)
-    write_dataset(sim.dataset, Path(out), fmt=fmt)
+    if extracts:
+        where = f"{len(write_extracts(sim.dataset, out, fmt=fmt))} quarterly extracts under {out}"
+    else:
+        write_dataset(sim.dataset, out, fmt=fmt)
+        where = str(out)
     truth = truth_folder(out)
     truth.mkdir(parents=True, exist_ok=True)
     sim.truth.to_csv(truth / "true_probabilities.csv", index=False)
@@ -494,5 +514,5 @@ def simulate_to_folder(
     d = sim.dataset
     return (
         f"simulated {len(d.citizens)} citizens, {len(d.measurements)} measurements, "
-        f"{len(d.interventions)} interventions into {out}; truth in {truth}"
+        f"{len(d.interventions)} interventions into {where}; truth in {truth}"
     )

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import (
     JSON,
     Column,
@@ -48,6 +51,9 @@ from features.dataset import COLUMNS, KEYS, TABLES, Dataset, canonical, empty_da
 
 CHUNK_ROWS = 100_000
 """Rows per insert batch and per fetched batch: bounds memory and keeps executemany efficient."""
+
+INGEST_CACHE_KIB = 256 * 1024
+"""SQLite page cache while ingesting: enough to keep the B-trees being filled in memory."""
 
 IN_LIST_SIZE = 5_000
 """Citizen ids per `IN (...)` list, well below SQLite's and PostgreSQL's bound-parameter limits."""
@@ -91,8 +97,7 @@ class IngestSummary:
     def __str__(self) -> str:
         width = max(map(len, self.added))
         return "\n".join(
-            f"{table:<{width}}  added {self.added[table]}, updated {self.updated[table]}"
-            for table in self.added
+            f"{table:<{width}}  added {self.added[table]}, updated {self.updated[table]}" for table in self.added
         )
 
 
@@ -159,8 +164,9 @@ SCHEMA = _schema()
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # SQLAlchemy's recipe for real SQLite transactions: the driver's implicit BEGIN is switched off
     # (it would leave reads and DDL outside the transaction) and `_sqlite_begin` emits our own.
+    # Foreign keys stay declared but unenforced on SQLite (its default): `ingest`, the only writer of
+    # the contract tables, checks every reference set-based, at a fraction of a per-row check's cost.
     dbapi_connection.isolation_level = None
-    dbapi_connection.execute("PRAGMA foreign_keys = ON")
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -178,31 +184,57 @@ def _engine(url: str) -> Engine:
     return engine
 
 
+@contextmanager
+def _write_transaction(url: str) -> Iterator[Connection]:
+    """A connection in a write transaction that commits on success and rolls back on any error."""
+    with _engine(url).connect() as conn:
+        conn.execution_options(bip_write=True)
+        # On SQLite a large page cache while writing, then back to the default for the pooled connection;
+        # set on the driver's connection, outside any transaction.
+        pragma = conn.connection.driver_connection.execute if conn.dialect.name == "sqlite" else None
+        if pragma:
+            pragma(f"PRAGMA cache_size = -{INGEST_CACHE_KIB}")
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            if pragma:
+                pragma("PRAGMA cache_size = -2000")
+
+
 # --- converting between frames and rows -----------------------------------------------------------
 
 
 def _python_values(values: pd.Series, kind: str, dates_as_text: bool) -> list[Any]:
     """A column as plain Python values for the driver: None for missing, dates as `date` or ISO text."""
     if kind == "date":
-        days = values.to_numpy().astype("datetime64[D]")
-        if not dates_as_text:
-            return days.astype(object).tolist()
-        text = np.datetime_as_string(days, unit="D").astype(object)
-        text[np.isnat(days)] = None
-        return text.tolist()
+        # A few thousand distinct dates per million rows: convert each once, then spread by code.
+        codes, days = pd.factorize(values.to_numpy())
+        days = days.astype("datetime64[D]")
+        labels = np.datetime_as_string(days, unit="D") if dates_as_text else days
+        return np.append(labels.astype(object), None)[codes].tolist()  # code -1 (missing) takes the None
     if kind == "float64":
         return values.astype(object).where(values.notna(), None).tolist()
     return values.to_numpy(dtype=object, na_value=None).tolist()
 
 
 def _row_batches(
-    frame: pd.DataFrame, name: str, columns: Sequence[str], dates_as_text: bool
-) -> Iterator[list]:
-    """The frame's rows as tuples of driver values (in `columns` order), in batches of CHUNK_ROWS."""
+    frame: pd.DataFrame, name: str, columns: Sequence[str], dates_as_text: bool, order: np.ndarray | None = None
+) -> Iterator[list[tuple]]:
+    """The frame's rows (in `order` when given) as tuples of driver values, in batches of CHUNK_ROWS."""
     kinds = COLUMNS[name]
     for start in range(0, len(frame), CHUNK_ROWS):
-        part = frame.iloc[start : start + CHUNK_ROWS]
+        batch = slice(start, start + CHUNK_ROWS)
+        part = frame.iloc[batch if order is None else order[batch]]
         yield list(zip(*(_python_values(part[c], kinds[c], dates_as_text) for c in columns), strict=True))
+
+
+def _key_order(frame: pd.DataFrame, name: str) -> np.ndarray | None:
+    """Row positions in key order (None when already in order): B-trees fill fastest in key order."""
+    keys = list(KEYS[name])
+    if len(keys) == 1 and frame[keys[0]].is_monotonic_increasing:
+        return None
+    return frame[keys].reset_index(drop=True).sort_values(keys).index.to_numpy()
 
 
 def _dates_as_text(conn: Connection) -> bool:
@@ -233,6 +265,24 @@ def _empty(name: str) -> pd.DataFrame:
     return canonical(name, pd.DataFrame(columns=list(COLUMNS[name])))
 
 
+def _as_canonical(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame in canonical form, without copying one that already is (the validator's output)."""
+    expected = COLUMNS[name]
+    dtypes = {"date": "datetime64[s]"}
+    if list(frame.columns) == list(expected) and all(frame[c].dtype == dtypes.get(k, k) for c, k in expected.items()):
+        return frame
+    return canonical(name, frame)
+
+
+def _isin(values: pd.Series, allowed: pd.Series) -> np.ndarray:
+    """Whether each value is one of `allowed`, as a boolean array."""
+    # pyarrow's kernel: pandas' isin on arrow-backed strings is several times slower at this size.
+    value_set = pa.array(allowed)
+    if isinstance(value_set, pa.ChunkedArray):
+        value_set = value_set.combine_chunks()
+    return np.asarray(pc.is_in(pa.array(values), value_set=value_set), dtype=bool)
+
+
 # --- ingest ----------------------------------------------------------------------------------------
 
 
@@ -242,19 +292,24 @@ class _Plan:
 
     new: pd.DataFrame
     changed: pd.DataFrame
+    into_empty: bool
 
 
-def _row_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+def _row_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     # A 64-bit digest per row stands in for the row's values: the diff then holds keys and one
     # integer per row instead of two full copies of a table (collision odds ~ rows / 2**64).
-    return pd.Series(pd.util.hash_pandas_object(frame[list(columns)], index=False).to_numpy(), dtype="UInt64")
+    return pd.util.hash_pandas_object(frame[list(columns)], index=False).to_numpy()
+
+
+def _value_columns(name: str) -> list[str]:
+    return [c for c in COLUMNS[name] if c not in KEYS[name]]
 
 
 def _stored_digests(conn: Connection, name: str) -> pd.DataFrame:
     """The stored table as its key columns plus a `_digest` of the other columns."""
-    keys, values = list(KEYS[name]), [c for c in COLUMNS[name] if c not in KEYS[name]]
+    keys = list(KEYS[name])
     parts = [
-        part[keys].assign(_digest=_row_hashes(part, values).to_numpy())
+        part[keys].assign(_digest=_row_hashes(part, _value_columns(name)))
         for part in _frames(conn, name, _select_contract(SCHEMA.tables[name]))
     ]
     return pd.concat(parts, ignore_index=True).astype({"_digest": "UInt64"})
@@ -267,17 +322,17 @@ def _has_rows(conn: Connection, name: str) -> bool:
 def _plan(conn: Connection, name: str, incoming: pd.DataFrame) -> _Plan:
     """Split incoming rows into new rows and rows whose values differ from the stored ones."""
     if not _has_rows(conn, name):
-        return _Plan(new=incoming, changed=incoming.iloc[:0])
-    keys, values = list(KEYS[name]), [c for c in COLUMNS[name] if c not in KEYS[name]]
-    left = incoming[keys].assign(_digest=_row_hashes(incoming, values).to_numpy())
+        return _Plan(new=incoming, changed=incoming.iloc[:0], into_empty=True)
+    keys = list(KEYS[name])
+    left = incoming[keys].assign(_digest=_row_hashes(incoming, _value_columns(name))).astype({"_digest": "UInt64"})
     try:
         merged = left.merge(_stored_digests(conn, name), on=keys, how="left", validate="one_to_one")
     except pd.errors.MergeError as error:
         raise StoreError(f"{name}: a key {tuple(keys)} occurs more than once in the dataset.") from error
     stored = merged["_digest_y"]
     new = stored.isna().to_numpy()
-    changed = (~new) & (merged["_digest_x"] != stored).fillna(False).to_numpy(dtype=bool)
-    return _Plan(new=incoming[new], changed=incoming[changed])
+    changed = ~new & (merged["_digest_x"] != stored).fillna(False).to_numpy(dtype=bool)
+    return _Plan(new=incoming[new], changed=incoming[changed], into_empty=False)
 
 
 def _stored_keys(conn: Connection, name: str, candidates: pd.Series) -> pd.Series:
@@ -293,12 +348,11 @@ def _stored_keys(conn: Connection, name: str, candidates: pd.Series) -> pd.Serie
 def _check_references(conn: Connection, plans: dict[str, _Plan], dataset: dict[str, pd.DataFrame]) -> None:
     """Raise StoreError unless every written reference names a row in the dataset or in the store."""
     for name, references in PARENTS.items():
-        written = pd.concat([plans[name].new, plans[name].changed])
         for column, parent in references.items():
-            ids = written[column]
-            missing = ids[~ids.isin(dataset[parent][KEYS[parent][0]])]
-            if len(missing):
-                missing = missing[~missing.isin(_stored_keys(conn, parent, missing))]
+            ids = pd.concat([plans[name].new[column], plans[name].changed[column]], ignore_index=True)
+            missing = ids[~_isin(ids, dataset[parent][KEYS[parent][0]])]
+            if len(missing) and not plans[parent].into_empty:
+                missing = missing[~_isin(missing, _stored_keys(conn, parent, missing))]
             if len(missing):
                 examples = ", ".join(sorted(missing.unique())[:5])
                 raise StoreError(
@@ -309,45 +363,44 @@ def _check_references(conn: Connection, plans: dict[str, _Plan], dataset: dict[s
 
 
 def _insert(conn: Connection, name: str, frame: pd.DataFrame) -> None:
-    """Insert the rows in batches: COPY on PostgreSQL with psycopg, executemany elsewhere."""
+    """Insert the rows in key order and in batches: COPY on PostgreSQL with psycopg, executemany elsewhere."""
     if frame.empty:
         return
-    columns = list(COLUMNS[name])
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        _copy_rows(conn, name, frame, columns)
-        return
+    columns, order = list(COLUMNS[name]), _key_order(frame, name)
     quote = conn.dialect.identifier_preparer.quote
-    mark = _placeholder(conn)
-    sql = (
-        f"INSERT INTO {quote(name)} ({', '.join(map(quote, columns))}) "
-        f"VALUES ({', '.join([mark] * len(columns))})"
-    )
-    for rows in _row_batches(frame, name, columns, _dates_as_text(conn)):
+    target = f"{quote(name)} ({', '.join(map(quote, columns))})"
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(f"COPY {target} FROM STDIN") as copy:
+            for rows in _row_batches(frame, name, columns, dates_as_text=False, order=order):
+                for row in rows:
+                    copy.write_row(row)
+        return
+    sql = f"INSERT INTO {target} VALUES ({', '.join([_placeholder(conn)] * len(columns))})"
+    for rows in _row_batches(frame, name, columns, _dates_as_text(conn), order):
         conn.exec_driver_sql(sql, rows)
 
 
-def _copy_rows(conn: Connection, name: str, frame: pd.DataFrame, columns: list[str]) -> None:
-    """Bulk-load rows through PostgreSQL's COPY, in the connection's open transaction."""
-    quote = conn.dialect.identifier_preparer.quote
-    sql = f"COPY {quote(name)} ({', '.join(map(quote, columns))}) FROM STDIN"
-    with conn.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
-        for rows in _row_batches(frame, name, columns, dates_as_text=False):
-            for row in rows:
-                copy.write_row(row)
+def _insert_into_empty(conn: Connection, name: str, frame: pd.DataFrame) -> None:
+    """Insert into an empty table, building its secondary indexes once afterwards instead of row by row."""
+    indexes = SCHEMA.tables[name].indexes
+    for index in indexes:
+        index.drop(conn)
+    _insert(conn, name, frame)
+    for index in indexes:
+        index.create(conn)
 
 
 def _update(conn: Connection, name: str, frame: pd.DataFrame) -> None:
     """Overwrite the non-key columns of the rows with these keys, in batches."""
     if frame.empty:
         return
-    keys = list(KEYS[name])
-    values = [c for c in COLUMNS[name] if c not in keys]
+    keys, values = list(KEYS[name]), _value_columns(name)
     quote, mark = conn.dialect.identifier_preparer.quote, _placeholder(conn)
     sql = (
         f"UPDATE {quote(name)} SET {', '.join(f'{quote(c)} = {mark}' for c in values)} "
         f"WHERE {' AND '.join(f'{quote(c)} = {mark}' for c in keys)}"
     )
-    for rows in _row_batches(frame, name, values + keys, _dates_as_text(conn)):
+    for rows in _row_batches(frame, name, values + keys, _dates_as_text(conn), _key_order(frame, name)):
         conn.exec_driver_sql(sql, rows)
 
 
@@ -368,21 +421,19 @@ def ingest(dataset: Dataset, url: str, source: str | None = None) -> IngestSumma
     the same export twice changes nothing. Any error (a reference to a citizen or caseworker that is
     neither in the dataset nor in the store, a repeated key, a database failure) rolls everything back.
     """
-    frames = {name: canonical(name, dataset.table(name)) for name in TABLES}
-    engine = _engine(url)
+    frames = {name: _as_canonical(name, dataset.table(name)) for name in TABLES}
     try:
-        with engine.connect() as conn:
-            conn.execution_options(bip_write=True)
-            with conn.begin():
-                SCHEMA.create_all(conn)
-                plans = {name: _plan(conn, name, frames[name]) for name in TABLES}
-                _check_references(conn, plans, frames)
-                for name in TABLES:  # parents before children
-                    _insert(conn, name, plans[name].new)
-                    _update(conn, name, plans[name].changed)
-                added = {name: len(plans[name].new) for name in TABLES}
-                updated = {name: len(plans[name].changed) for name in TABLES}
-                ingest_id = _record_ingest(conn, source, added, updated)
+        with _write_transaction(url) as conn:
+            SCHEMA.create_all(conn)
+            plans = {name: _plan(conn, name, frames[name]) for name in TABLES}
+            _check_references(conn, plans, frames)
+            for name in TABLES:  # parents before children
+                plan = plans[name]
+                (_insert_into_empty if plan.into_empty else _insert)(conn, name, plan.new)
+                _update(conn, name, plan.changed)
+            added = {name: len(plans[name].new) for name in TABLES}
+            updated = {name: len(plans[name].changed) for name in TABLES}
+            ingest_id = _record_ingest(conn, source, added, updated)
     except exc.IntegrityError as error:
         raise StoreError(f"The dataset conflicts with the store; nothing was stored. {error.orig}") from error
     return IngestSummary(added=added, updated=updated, ingest_id=ingest_id)
@@ -403,8 +454,7 @@ def _load_table(conn: Connection, name: str, column: str | None = None, ids: Seq
     if ids is None:
         return _read_table(conn, name, ordered)
     parts = [
-        _read_table(conn, name, ordered.where(table.c[column].in_(batch)))
-        for batch in _batches(ids, IN_LIST_SIZE)
+        _read_table(conn, name, ordered.where(table.c[column].in_(batch))) for batch in _batches(ids, IN_LIST_SIZE)
     ]
     if len(parts) <= 1:
         return parts[0] if parts else _empty(name)
@@ -428,9 +478,7 @@ def load(url: str, citizen_ids: Sequence[str] | None = None) -> Dataset:
             if not _schema_exists(conn):
                 return empty_dataset()
             ids = None if citizen_ids is None else sorted(set(citizen_ids))
-            tables = {
-                name: _load_table(conn, name, "citizen_id", ids) for name in TABLES if name != "caseworkers"
-            }
+            tables = {name: _load_table(conn, name, "citizen_id", ids) for name in TABLES if name != "caseworkers"}
             caseworker_ids = None if ids is None else sorted(tables["measurements"]["caseworker_id"].unique())
             tables["caseworkers"] = _load_table(conn, "caseworkers", "caseworker_id", caseworker_ids)
     return Dataset(**tables)
@@ -498,11 +546,9 @@ def record_assessment(
         "assessment": assessment,
         "reason": reason,
     }
-    with _engine(url).connect() as conn:
-        conn.execution_options(bip_write=True)
-        with conn.begin():
-            SCHEMA.create_all(conn, tables=[table])
-            return conn.execute(table.insert().values(row).returning(table.c.id)).scalar_one()
+    with _write_transaction(url) as conn:
+        SCHEMA.create_all(conn, tables=[table])
+        return conn.execute(table.insert().values(row).returning(table.c.id)).scalar_one()
 
 
 def assessments(url: str, citizen_id: str) -> list[dict[str, Any]]:

@@ -1,3 +1,140 @@
-"""The `bip` commands of the training stage."""
+"""The `bip` commands of the training stage: train, predict, evaluate."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bip.settings import load_settings
+from features.commands import DataOption, load_dataset
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", help="Model URI; default models:/<model name>@<alias> from the settings (the champion)."),
+]
+
+
+def truth_path(data: Path | None) -> Path | None:
+    """Where the simulator put the true probabilities of a dataset folder (beside it), if any."""
+    from features.simulator import truth_folder
+
+    return None if data is None else truth_folder(Path(data)) / "true_probabilities.csv"
+
+
+def train(
+    data: DataOption = None,
+    horizon_months: Annotated[int | None, typer.Option(help="Label horizon in months (default from settings).")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default from settings).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of folds, subsampling and bootstrap.")] = 2013,
+    n_jobs: Annotated[int, typer.Option(help="Threads for the boosters (1 is fastest on a shared 2-core machine).")] = 1,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
+) -> None:
+    """Train and validate the models (one MLflow run each), register the calibrated monotone XGBoost."""
+    from training.train import TrainConfig, read_truth, summary_table
+    from training.train import train as train_models
+
+    settings = load_settings(horizon_months=horizon_months, experiment=experiment)
+    config = TrainConfig(horizon_months=settings.horizon_months, seed=seed, n_jobs=n_jobs, n_boot=n_boot)
+    dataset = load_dataset(data)
+    path = truth_path(data)
+    truth = read_truth(path) if path is not None else None
+    settings.home.mkdir(parents=True, exist_ok=True)
+    outcome = train_models(
+        dataset,
+        settings.tracking_uri,
+        settings.artifact_root,
+        settings.experiment,
+        settings.model_name,
+        config,
+        truth=truth,
+        alias=settings.model_alias,
+    )
+    print_summary(summary_table(outcome.metrics))
+    alias = f", alias {settings.model_alias} set" if outcome.champion_set else f" (alias {settings.model_alias} unchanged)"
+    typer.echo(
+        f"registered {settings.model_name} version {outcome.model_version}{alias}; "
+        f"run {outcome.parent_run_id} in {outcome.seconds:.0f} s"
+    )
+
+
+def print_summary(table) -> None:
+    """The summary table on the terminal (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    shown = Table(title="bip train")
+    shown.add_column("model")
+    for column in table.columns:
+        shown.add_column(column, justify="right")
+    for name, row in table.iterrows():
+        shown.add_row(name, *(f"{value:.4f}" for value in row))
+    Console().print(shown)
+
+
+def resolved_model(model: str | None):
+    """The JobChanceModel at `model` (default: the settings' alias), MLflow pointed at the settings."""
+    import mlflow
+
+    from training.model import load_champion, load_model
+
+    settings = load_settings()
+    if model is None:
+        return load_champion(settings)[0]
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return load_model(model)
+
+
+def predict(
+    out: Annotated[Path, typer.Option(help="CSV file to write the predictions to.")],
+    data: DataOption = None,
+    model: ModelOption = None,
+    top: Annotated[int, typer.Option(help="Indicators with the largest contributions to list per row.")] = 3,
+) -> None:
+    """Predict every measurement's chance, with the indicators that contribute most (log-odds)."""
+    from features.build import build_features
+    from features.feature_catalogue import ID_COLUMNS
+
+    job_chance = resolved_model(model)
+    frame = build_features(load_dataset(data), horizon_months=job_chance.horizon_months)
+    explained = job_chance.explain_frame(frame, k=top).drop(columns=["log_odds"])
+    columns = [*ID_COLUMNS, "probability", *(c for c in explained.columns if c.startswith(("indicator_", "contribution_")))]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    explained[columns].to_csv(out, index=False)
+    typer.echo(f"{len(explained)} predictions written to {out}")
+
+
+def evaluate(
+    out: Annotated[Path, typer.Option(help="JSON file to write the metrics to.")],
+    data: DataOption = None,
+    model: ModelOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 2013,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
+) -> None:
+    """Evaluate a model on a labelled dataset: metrics with intervals, fairness gaps, truth if simulated."""
+    from features.build import build_features
+    from training.train import TrainConfig, evaluation_metrics, read_truth, truth_of
+
+    job_chance = resolved_model(model)
+    frame = build_features(load_dataset(data), horizon_months=job_chance.horizon_months)
+    probability = job_chance.probability(job_chance.matrix(frame))
+    path = truth_path(data)
+    truth = read_truth(path) if path is not None else None
+    config = TrainConfig(horizon_months=job_chance.horizon_months, seed=seed, n_boot=n_boot)
+    metrics, fairness = evaluation_metrics(frame, probability, truth_of(frame, truth), config, "test")
+    report = {
+        "model": model or "champion",
+        "training_fingerprint": job_chance.training_fingerprint,
+        "metrics": metrics,
+        "fairness": fairness.to_dict(orient="records"),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    shown = ", ".join(f"{k} {metrics[f'test_{k}']:.4f}" for k in ("roc_auc", "brier", "ece"))
+    typer.echo(f"{shown}; written to {out}")
+
+
+COMMANDS = [train, predict, evaluate]

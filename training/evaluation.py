@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame, count
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 
 METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "log_loss", "ece")
@@ -82,46 +82,52 @@ def _tie_starts(values: np.ndarray) -> np.ndarray:
 
 
 def _ranking_metrics(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted ROC AUC and average precision for each row of `weights` (replicates x rows).
+    """Weighted ROC AUC and average precision for each column of `weights` (rows x replicates).
 
     Tied predictions form one threshold, as in scikit-learn: AUC counts a tied positive/negative
     pair as one half, and average precision steps once per distinct prediction.
     """
     order = np.argsort(p, kind="stable")
     starts = _tie_starts(p[order])
-    w_sorted = weights[:, order]
-    pos = np.add.reduceat(w_sorted * y[order], starts, axis=1)
-    neg = np.add.reduceat(w_sorted * (1 - y[order]), starts, axis=1)
-    total_pos, total_neg = pos.sum(axis=1), neg.sum(axis=1)
+    w_sorted = weights[order]
+    pos = w_sorted * y[order, None]
+    if len(starts) < len(order):
+        pos, w_sorted = np.add.reduceat(pos, starts, axis=0), np.add.reduceat(w_sorted, starts, axis=0)
+    neg = w_sorted - pos
+    # Cumulative weights up to and including each distinct prediction, in ascending order.
+    pos_upto, neg_upto = np.cumsum(pos, axis=0), np.cumsum(neg, axis=0)
+    total_pos, total_neg = pos_upto[-1], neg_upto[-1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        neg_below = np.cumsum(neg, axis=1) - neg
-        auc = (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (total_pos * total_neg)
-        pos_desc, neg_desc = pos[:, ::-1], neg[:, ::-1]
-        tp, fp = np.cumsum(pos_desc, axis=1), np.cumsum(neg_desc, axis=1)
-        precision = np.where(tp + fp > 0, tp / np.where(tp + fp > 0, tp + fp, 1), 0.0)
-        average_precision = (pos_desc * precision).sum(axis=1) / total_pos
+        auc = (pos * (neg_upto - 0.5 * neg)).sum(axis=0) / (total_pos * total_neg)
+        # Flagging every row at or above a prediction: true positives and all flagged weight.
+        true_pos = total_pos - pos_upto + pos
+        flagged = true_pos + total_neg - neg_upto + neg
+        precision = np.divide(true_pos, flagged, out=np.zeros_like(true_pos), where=flagged > 0)
+        average_precision = (pos * precision).sum(axis=0) / total_pos
     one_class = (total_pos <= 0) | (total_neg <= 0)
     return np.where(one_class, np.nan, auc), np.where(one_class, np.nan, average_precision)
 
 
 def _metrics_for_weights(y: np.ndarray, p: np.ndarray, weights: np.ndarray, bins: int) -> dict[str, np.ndarray]:
-    """Every metric in METRICS for each row of `weights` (replicates x rows), vectorised.
+    """Every metric in METRICS for each column of `weights` (rows x replicates), vectorised.
 
     The calibration bins come from `p` alone, so they are the same for every replicate.
     """
-    total = weights.sum(axis=1)
     p_clipped = np.clip(p, np.finfo(float).eps, 1 - np.finfo(float).eps)
     row_log_loss = -(y * np.log(p_clipped) + (1 - y) * np.log1p(-p_clipped))
-    bin_of_row = np.eye(bins)[_bin_index(p, bins)]
-    calibration_error = np.abs(weights @ (bin_of_row * (y - p)[:, None])).sum(axis=1)
+    # Per bin, |sum w (y - p)| is the bin's weight times |observed rate - mean prediction|.
+    bin_gaps = np.eye(bins)[_bin_index(p, bins)].T * (y - p)
+    # One pass over the weights for every weighted sum: total, Brier, log loss, then the bins.
+    sums = np.vstack([np.ones_like(p), (p - y) ** 2, row_log_loss, bin_gaps]) @ weights
+    total = sums[0]
     auc, average_precision = _ranking_metrics(y, p, weights)
     with np.errstate(divide="ignore", invalid="ignore"):
         return {
             "roc_auc": auc,
             "pr_auc": average_precision,
-            "brier": weights @ (p - y) ** 2 / total,
-            "log_loss": weights @ row_log_loss / total,
-            "ece": calibration_error / total,
+            "brier": sums[1] / total,
+            "log_loss": sums[2] / total,
+            "ece": np.abs(sums[3:]).sum(axis=0) / total,
         }
 
 
@@ -132,7 +138,7 @@ def expected_calibration_error(y: ArrayLike, p: ArrayLike, w: ArrayLike | None =
     Equal-frequency bins keep every bin populated when predictions crowd in a narrow range.
     """
     y_arr, p_arr, w_arr = _validated(y, p, w)
-    return float(_metrics_for_weights(y_arr, p_arr, w_arr[None, :], bins)["ece"][0])
+    return float(_metrics_for_weights(y_arr, p_arr, w_arr[:, None], bins)["ece"][0])
 
 
 def metric_values(y: ArrayLike, p: ArrayLike, w: ArrayLike | None = None, bins: int = 10) -> dict[str, float]:
@@ -142,15 +148,15 @@ def metric_values(y: ArrayLike, p: ArrayLike, w: ArrayLike | None = None, bins: 
     NaN when all weight lies on one class.
     """
     y_arr, p_arr, w_arr = _validated(y, p, w)
-    values = _metrics_for_weights(y_arr, p_arr, w_arr[None, :], bins)
+    values = _metrics_for_weights(y_arr, p_arr, w_arr[:, None], bins)
     return {name: float(values[name][0]) for name in METRICS}
 
 
 def _citizen_multiplicities(groups: ArrayLike, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """Chunks of bootstrap row multiplicities (replicates x rows) that keep each citizen's rows together.
+    """Chunks of bootstrap row multiplicities (rows x replicates) that keep each citizen's rows together.
 
-    Each replicate draws as many citizens as there are, with replacement (multinomial counts); a
-    row's multiplicity is its citizen's count, so all rows of a drawn citizen come along.
+    Each replicate draws as many citizens as there are, with replacement; a row's multiplicity is
+    the number of times its citizen was drawn, so all rows of a drawn citizen come along.
     """
     codes, citizens = pd.factorize(np.asarray(groups), use_na_sentinel=False)
     n_citizens = len(citizens)
@@ -158,8 +164,10 @@ def _citizen_multiplicities(groups: ArrayLike, n_boot: int, seed: int) -> Iterat
     chunk = max(1, _MAX_CELLS // max(len(codes), 1))
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
-        counts = rng.multinomial(n_citizens, np.full(n_citizens, 1 / n_citizens), size=size)
-        yield counts[:, codes].astype(float)
+        # One bincount for all replicates: a draw of replicate r counts in cell r * n_citizens + citizen.
+        draws = rng.integers(0, n_citizens, size=(size, n_citizens)) + n_citizens * np.arange(size)[:, None]
+        counts = np.bincount(draws.ravel(), minlength=size * n_citizens).reshape(size, n_citizens)
+        yield counts.T[codes].astype(float)
 
 
 def metric_table(
@@ -173,22 +181,24 @@ def metric_table(
 ) -> dict[str, tuple[float, float, float]]:
     """Each metric as (estimate, 2.5 %, 97.5 %) with a percentile bootstrap over citizens (`groups`).
 
-    Replicates in which one class has no weight are skipped for every metric, so the intervals of
-    all metrics come from the same replicates. Calibration bins stay those of the full sample.
+    A replicate in which a metric is undefined (AUC and PR AUC when one class has no weight) is
+    skipped for that metric; with no usable replicate the interval is NaN. Calibration bins stay
+    those of the full sample, so the ECE replicates differ only in weights. ECE is an absolute
+    value, so its resamples lean upwards: for a well-calibrated model the interval can lie above
+    the estimate; read it then as an upper bound.
     """
     y_arr, p_arr, w_arr = _validated(y, p, w)
     if len(np.asarray(groups)) != len(y_arr):
         raise ValueError(f"groups must give the citizen id of each of the {len(y_arr)} rows")
     estimate = metric_values(y_arr, p_arr, w_arr, bins)
-    replicates: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
-    for multiplicity in _citizen_multiplicities(groups, n_boot, seed):
-        values = _metrics_for_weights(y_arr, p_arr, multiplicity * w_arr, bins)
-        usable = ~np.isnan(values["roc_auc"])
-        for name in METRICS:
-            replicates[name].append(values[name][usable])
+    replicates = [
+        _metrics_for_weights(y_arr, p_arr, multiplicity * w_arr[:, None], bins)
+        for multiplicity in _citizen_multiplicities(groups, n_boot, seed)
+    ]
     table = {}
     for name in METRICS:
-        draws = np.concatenate(replicates[name])
+        draws = np.concatenate([values[name] for values in replicates])
+        draws = draws[~np.isnan(draws)]
         low, high = np.percentile(draws, [2.5, 97.5]) if len(draws) else (np.nan, np.nan)
         table[name] = (estimate[name], float(low), float(high))
     return table
@@ -424,12 +434,16 @@ def beeswarm_plot(
     max_features: int = _BEESWARM_FEATURES,
     seed: int = 0,
 ) -> Path:
-    """SHAP-style beeswarm of the features with the largest mean |contribution|, coloured by value."""
+    """SHAP-style beeswarm of the features with the largest mean |contribution|, coloured by value.
+
+    Every row is drawn; pass a sample of a few thousand rows for a readable plot of a large set.
+    """
     values = np.asarray(contributions, dtype=float)
     features = _numeric_columns(X)
     top = np.argsort(-np.abs(values).mean(axis=0))[:max_features][::-1]
     rng = np.random.default_rng(seed)
-    cmap, norm = "coolwarm", Normalize(0, 1)
+    # Blue to red through purple, as in shap, so that no value is drawn in the grey of missing ones.
+    cmap, norm = LinearSegmentedColormap.from_list("low_high", ["#008bfb", "#ff0052"]), Normalize(0, 1)
     fig = Figure(figsize=(8, 1.2 + 0.35 * len(top)), layout="constrained")
     ax = fig.subplots()
     ax.axvline(0, color="grey", linewidth=0.8)
@@ -441,7 +455,11 @@ def beeswarm_plot(
         ax.scatter(values[missing, j], y_pos[missing], s=6, color="lightgrey", linewidths=0)
         ax.scatter(values[~missing, j], y_pos[~missing], s=6, c=colour[~missing], cmap=cmap, norm=norm, linewidths=0)
     ax.set_yticks(range(len(top)), [labels.get(feature_names[j], feature_names[j]) for j in top])
-    ax.set(xlabel="contribution to the log-odds (SHAP value)", ylim=(-0.7, len(top) - 0.3))
+    ax.set(
+        xlabel="contribution to the log-odds (SHAP value)",
+        ylim=(-0.7, len(top) - 0.3),
+        title=f"Feature contributions (top {len(top)} by mean |SHAP value|)",
+    )
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, ticks=[0, 1], aspect=40)
     bar.ax.set_yticklabels(["low", "high"])
     bar.set_label("feature value")

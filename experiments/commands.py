@@ -1,0 +1,46 @@
+"""The `bip` commands of the research stage: report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bip.settings import load_settings
+from features.commands import DataOption, load_dataset
+
+
+def report(
+    out: Annotated[Path, typer.Option(help="Folder to write report.html and each analysis's tables and plots to.")],
+    data: DataOption = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment of the analysis runs (default: bip-research).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the folds, bootstraps and parameter draws.")] = 2013,
+    draws: Annotated[int, typer.Option(help="Parameter draws for the intervals of derived figures.")] = 200,
+    folds: Annotated[int, typer.Option(help="Citizen-grouped folds of the model comparison.")] = 5,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
+    n_jobs: Annotated[int, typer.Option(help="Threads for the boosters of the model comparison.")] = 2,
+) -> None:
+    """Run the research analyses (one MLflow run each) and render them into one HTML report."""
+    from experiments.analyses import ResearchConfig
+    from experiments.report import DEFAULT_EXPERIMENT, build_report
+    from training.train import TrainConfig
+
+    settings = load_settings()
+    train = TrainConfig(horizon_months=settings.horizon_months, seed=seed, folds=folds, n_boot=n_boot, n_jobs=n_jobs)
+    config = ResearchConfig(horizon_months=settings.horizon_months, seed=seed, draws=draws, train=train)
+    dataset = load_dataset(data)
+    path = build_report(
+        dataset,
+        out,
+        settings,
+        experiment=experiment or DEFAULT_EXPERIMENT,
+        config=config,
+        source=str(data) if data is not None else "",
+    )
+    typer.echo(f"report written to {path}")
+
+
+COMMANDS = [report]

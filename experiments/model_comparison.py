@@ -1,0 +1,160 @@
+"""Analysis 5: the model families compared on the same folds, in grouped CV and out of time.
+
+The training stage's own functions do the work (`training.train`): the same split (an out-of-time
+cutoff, citizen-grouped folds inside the training period), nested grid search, Platt calibration
+and bootstrap intervals over citizens. This module only runs every family and puts the metrics,
+calibration curves and the monotone XGBoost's SHAP importance side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from experiments.analyses import Analysis, Plot, ResearchConfig, Table, figure
+from features.dataset import Dataset
+
+VALIDATIONS: dict[str, str] = {"cv": "grouped CV (out of fold)", "oot": "out of time"}
+SHOWN_METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "log_loss", "ece")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Analysis 5 and the SHAP importance per indicator of its monotone XGBoost (out-of-time model)."""
+
+    analysis: Analysis
+    importance: pd.Series | None
+    importance_source: str
+
+
+def train_config(config: ResearchConfig):
+    """The TrainConfig of analysis 5: the one given, or training's defaults at the research seed."""
+    from training.train import TrainConfig
+
+    return config.train or TrainConfig(horizon_months=config.horizon_months, seed=config.seed)
+
+
+def metric_rows(name: str, metrics: dict[str, float]) -> list[dict[str, object]]:
+    rows = []
+    for prefix, validation in VALIDATIONS.items():
+        row: dict[str, object] = {"model": name, "validation": validation}
+        for metric in SHOWN_METRICS:
+            row[metric] = metrics.get(f"{prefix}_{metric}", np.nan)
+            row[f"{metric}_low"] = metrics.get(f"{prefix}_{metric}_low", np.nan)
+            row[f"{metric}_high"] = metrics.get(f"{prefix}_{metric}_high", np.nan)
+        rows.append(row)
+    return rows
+
+
+def reliability_curves(curves: dict[str, dict[str, pd.DataFrame]]) -> Figure:
+    """One panel per validation: observed rate against mean prediction per bin, every model."""
+    fig = figure(11, 4.8)
+    axes = fig.subplots(1, len(VALIDATIONS), sharey=True)
+    for ax, (prefix, validation) in zip(axes, VALIDATIONS.items(), strict=True):
+        top = 0.0
+        for name, tables in curves.items():
+            table = tables[prefix]
+            ax.plot(table["mean_predicted"], table["observed_rate"], marker="o", label=name)
+            top = max(top, float(table["mean_predicted"].max()), float(table["observed_rate"].max()))
+        top = min(1.0, top * 1.1 + 0.02)
+        ax.plot([0, top], [0, top], linestyle="--", color="grey", label="perfect calibration")
+        ax.set(xlim=(0, top), ylim=(0, top), xlabel="mean predicted chance", title=f"Calibration: {validation}")
+        ax.legend(loc="upper left", fontsize="small")
+    axes[0].set_ylabel("observed rate (IPCW-weighted)")
+    return fig
+
+
+def metric_plot(table: pd.DataFrame) -> Figure:
+    """ROC AUC and Brier score with their bootstrap intervals, per model and validation."""
+    fig = figure(11, 1.4 + 0.45 * table["model"].nunique())
+    axes = fig.subplots(1, 2)
+    models = list(dict.fromkeys(table["model"]))
+    at = np.arange(len(models))[::-1]
+    for ax, metric in zip(axes, ("roc_auc", "brier"), strict=True):
+        for shift, (validation, color) in zip((-0.12, 0.12), zip(VALIDATIONS.values(), ("tab:blue", "tab:orange"), strict=True), strict=True):
+            part = table[table["validation"] == validation].set_index("model").reindex(models)
+            ax.errorbar(
+                part[metric],
+                at + shift,
+                xerr=[part[metric] - part[f"{metric}_low"], part[f"{metric}_high"] - part[metric]],
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=validation,
+            )
+        ax.set_yticks(at, models)
+        ax.set(xlabel=metric.replace("_", " "), title=f"{metric.replace('_', ' ').upper()} (95 % bootstrap over citizens)")
+        ax.legend(fontsize="small")
+    return fig
+
+
+def shap_importance(result, split) -> pd.Series:
+    """Mean |SHAP contribution| per indicator (and other group) of a booster family's out-of-time
+    model on the out-of-time rows, on the calibrated log-odds scale."""
+    import xgboost as xgb
+
+    from training.evaluation import importance_by_indicator
+
+    catalogue = split.encoding.catalogue
+    names = list(catalogue["name"])
+    matrix = xgb.DMatrix(split.X_test, missing=np.nan, feature_names=split.encoding.feature_names)
+    contributions = np.asarray(result.oot_predictor.booster.predict(matrix, pred_contribs=True)) * result.calibration[0]
+    return importance_by_indicator(contributions[:, : len(names)], names, dict(zip(names, catalogue["belongs_to"], strict=True)))
+
+
+def model_comparison_analysis(dataset: Dataset, config: ResearchConfig) -> Comparison:
+    """Analysis 5: every model family of training, grouped CV and out of time, with intervals."""
+    from training.evaluation import reliability_table
+    from training.train import CHAMPION_CANDIDATE, labelled_rows, learners, make_split, train_family
+
+    tc = train_config(config)
+    split = make_split(dataset, tc)
+    rows, curves, metrics, importance = [], {}, {}, None
+    for name, learner in learners(split.encoding.catalogue, tc).items():
+        result = train_family(learner, split, None, tc)
+        rows += metric_rows(name, result.metrics)
+        metrics.update({f"{name}_{k}": float(v) for k, v in result.metrics.items() if k.split("_", 1)[0] in VALIDATIONS})
+        curves[name] = {}
+        for prefix, frame, p in (("cv", split.period, result.cv_probability), ("oot", split.test, result.oot_probability)):
+            labelled = labelled_rows(frame)
+            curves[name][prefix] = reliability_table(
+                frame["label"].to_numpy(float)[labelled], p[labelled], frame["ipcw_weight"].to_numpy(float)[labelled]
+            )
+        if name == CHAMPION_CANDIDATE:
+            importance = shap_importance(result, split)
+    table = pd.DataFrame(rows)
+    best = table[table["validation"] == VALIDATIONS["oot"]].sort_values("roc_auc", ascending=False).iloc[0]
+    findings = [
+        f"Training period up to {split.cutoff.date()} ({len(split.period)} measurements, {tc.folds} folds grouped by "
+        f"citizen); out-of-time test from then on ({len(split.test)} measurements).",
+        "ROC AUC out of time: "
+        + "; ".join(
+            f"{r.model} {r.roc_auc:.3f} [{r.roc_auc_low:.3f}, {r.roc_auc_high:.3f}]"
+            for r in table[table["validation"] == VALIDATIONS["oot"]].itertuples()
+        )
+        + f". Highest: {best['model']}.",
+    ]
+    analysis = Analysis(
+        key="model_comparison",
+        title="5. Model comparison",
+        question="How much do the indicators add to background, and what do boosted trees and monotone constraints add to a logit?",
+        method=(
+            "Each family of `bip train` on the same split: nested grid search in citizen-grouped folds of the training "
+            "period (out-of-fold predictions), Platt calibration on them, and a refit on the whole training period "
+            "scored on the later, out-of-time measurements. Labels are censoring-aware (IPCW weights). Intervals: "
+            f"percentile bootstrap over citizens ({tc.n_boot} replicates)."
+        ),
+        findings=findings,
+        params={"folds": tc.folds, "out_of_time_cutoff": str(split.cutoff.date()), "n_boot": tc.n_boot, "models": ",".join(tc.models)},
+        metrics=metrics,
+        tables=[Table("model_metrics", "Metrics with 95 % bootstrap intervals, grouped CV and out of time", table)],
+        plots=[
+            Plot("model_metrics", "ROC AUC and Brier score per model", metric_plot(table)),
+            Plot("calibration_curves", "Calibration curves, grouped CV and out of time", reliability_curves(curves)),
+        ],
+    )
+    source = f"{CHAMPION_CANDIDATE} of this comparison (fitted on the training period, SHAP on the out-of-time rows)"
+    return Comparison(analysis, importance, source if importance is not None else "")

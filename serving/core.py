@@ -1,0 +1,573 @@
+"""Scoring and explaining citizens' histories: the one code path behind the API and the caseworker page.
+
+A request's histories become one contract `Dataset` (`history_dataset`), whose features come from
+`features.build.build_features` — the function training uses — and the last measurement of each
+citizen is scored by the champion model with one matrix call for the probability and one for the
+TreeSHAP contributions. Contributions are summed per indicator, intervention group, history,
+caseworker and background item (`belongs_to` of the model's catalogue) on the calibrated log-odds
+scale, so base value + factors = the log-odds whose probability is shown.
+
+`Predictor` holds the model. It loads the version under the champion alias from the MLflow registry
+and, on a background thread, notices when the alias moves and swaps the new version in with one
+reference assignment: a request reads the reference once, so it is scored wholly by one version.
+
+Use from the page:
+    predictor = Predictor(load_settings()); predictor.start()
+    history = history_from_dataset(features.store.load(url, [citizen_id]), citizen_id)
+    prediction = predictor.predict(history)            # schemas.Prediction
+    alternative = predictor.what_if(history, citizen={"self_efficacy": 4})
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.build import build_features
+from features.catalogue import (
+    BACKGROUND_LABELS,
+    CASEWORKER_COLUMNS,
+    CITIZEN_COLUMNS,
+    GROUP_LABELS,
+    INDICATOR_CODES,
+    SCORE_COLUMNS,
+    indicator,
+)
+from features.dataset import COLUMNS, Dataset
+from features.feature_catalogue import PATTERN_COLUMN, change_column, feature_catalogue
+from serving.schemas import (
+    CitizenHistory,
+    Explanation,
+    Factor,
+    FeatureContribution,
+    FeatureEntry,
+    IndicatorScores,
+    ModelInfo,
+    ModelRef,
+    Prediction,
+)
+
+logger = logging.getLogger(__name__)
+
+# Labels of the factors that no single catalogue entry names.
+# TODO(lead): move to features/catalogue.py beside GROUP_LABELS and BACKGROUND_LABELS.
+FACTOR_LABELS: dict[str, tuple[str, str]] = {
+    "history": ("Forløb og målinger indtil nu", "Course and measurements so far"),
+    "caseworker": ("Sagsbehandler", "Caseworker"),
+}
+CHANGE = "change_prev"
+
+
+class ModelUnavailable(RuntimeError):
+    """No model is loaded (no version under the alias yet, or it could not be loaded)."""
+
+
+@dataclass(frozen=True)
+class Factors:
+    """How the model's features sum into factors: a 0/1 membership matrix and each factor's labels."""
+
+    membership: np.ndarray  # features x factors
+    keys: list[str]
+    kinds: list[str]
+    labels_da: list[str]
+    labels_en: list[str]
+
+    @classmethod
+    def of(cls, catalogue: pd.DataFrame) -> Factors:
+        keys = list(dict.fromkeys(catalogue["belongs_to"].astype(str)))
+        position = {k: j for j, k in enumerate(keys)}
+        membership = np.zeros((len(catalogue), len(keys)))
+        membership[np.arange(len(catalogue)), [position[k] for k in catalogue["belongs_to"].astype(str)]] = 1.0
+        kinds = [str(catalogue.loc[catalogue["belongs_to"].astype(str) == k, "kind"].iloc[0]) for k in keys]
+        labels = [factor_label(k, kind) for k, kind in zip(keys, kinds, strict=True)]
+        return cls(membership, keys, kinds, [da for da, _ in labels], [en for _, en in labels])
+
+
+def factor_label(key: str, kind: str) -> tuple[str, str]:
+    """Danish and English label of a factor (a `belongs_to` value), from the catalogues."""
+    if kind == "indicator" and key in INDICATOR_CODES:
+        item = indicator(key)
+        return item.label_da, item.label_en
+    if key in GROUP_LABELS:
+        return GROUP_LABELS[key]
+    if key == "pattern":
+        row = feature_catalogue([PATTERN_COLUMN]).iloc[0]
+        return str(row["label_da"]), str(row["label_en"])
+    if key in BACKGROUND_LABELS:
+        return BACKGROUND_LABELS[key]
+    return FACTOR_LABELS.get(key, (key, key))
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model with its registry identity and what explaining with it needs, computed once at load."""
+
+    model: Any  # training.model.JobChanceModel
+    name: str
+    version: str
+    alias: str
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "factors", Factors.of(self.model.catalogue))
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(name=self.name, version=self.version)
+
+
+# ---------------------------------------------------------------------------------------------
+# Request -> contract Dataset
+
+
+def _column(kind: str, values: list) -> Any:
+    """`values` as the canonical dtype of a contract column (see features.dataset)."""
+    if kind == "str":
+        return pd.array(values, dtype="str")
+    if kind == "date":
+        return np.array(values, dtype="datetime64[D]").astype("datetime64[s]")
+    if kind == "Int64":
+        numbers = np.array(values, dtype=float)
+        missing = np.isnan(numbers)
+        return pd.arrays.IntegerArray(np.where(missing, 0, numbers).astype(np.int64), missing)
+    return np.array(values, dtype=float)
+
+
+def _table(name: str, columns: Mapping[str, list]) -> pd.DataFrame:
+    """A contract table with canonical dtypes, built from plain column lists.
+
+    `features.dataset.canonical` would give the same frame; building the arrays directly skips its
+    per-column parsing, which dominates the time of a one-citizen request.
+    """
+    kinds = COLUMNS[name]
+    return pd.DataFrame({c: _column(kinds[c], columns[c]) for c in kinds}, copy=False)
+
+
+def history_dataset(histories: Sequence[CitizenHistory]) -> Dataset:
+    """One contract Dataset holding every history (no outcomes), for one `build_features` call.
+
+    Caseworker ids are prefixed with the citizen's position, so two histories that give the same
+    caseworker different job orientations cannot clash; only equality within a citizen matters to
+    the features. A round without `measurement_id` gets `round-<n>`, n its position in the request.
+    """
+    citizens = {c: [getattr(h.citizen, c) for h in histories] for c in COLUMNS["citizens"]}
+    m_ids, m_citizens, m_caseworkers, m_days, scores = [], [], [], [], []
+    for i, h in enumerate(histories):
+        for k, m in enumerate(h.measurements):
+            m_ids.append(m.measurement_id or f"round-{k + 1}")
+            m_citizens.append(h.citizen.citizen_id)
+            m_caseworkers.append(f"{i}/{m.caseworker_id}")
+            m_days.append(m.measured_on)
+            scores.append([*m.citizen.__dict__.values(), *m.caseworker.__dict__.values()])
+    values = np.array(scores, dtype=float).reshape(len(scores), len(SCORE_COLUMNS)).T
+    measurements = {"measurement_id": m_ids, "citizen_id": m_citizens, "caseworker_id": m_caseworkers}
+    measurements |= {"measured_on": m_days, **dict(zip(SCORE_COLUMNS, values, strict=True))}
+    # Every round's caseworker gets a row, as the contract requires; unlisted ones an empty orientation.
+    workers: dict[str, float | None] = {}
+    for i, h in enumerate(histories):
+        workers.update({f"{i}/{m.caseworker_id}": None for m in h.measurements})
+        workers.update({f"{i}/{c.caseworker_id}": c.job_orientation for c in h.caseworkers})
+    episodes = [(h.citizen.citizen_id, e) for h in histories for e in h.interventions]
+    tables = {
+        "citizens": _table("citizens", citizens),
+        "caseworkers": _table(
+            "caseworkers",
+            {
+                "caseworker_id": list(workers),
+                "jobcentre": [None] * len(workers),
+                "job_orientation": list(workers.values()),
+            },
+        ),
+        "measurements": _table("measurements", measurements),
+        "interventions": _table(
+            "interventions",
+            {
+                "citizen_id": [c for c, _ in episodes],
+                "intervention": [e.intervention for _, e in episodes],
+                "started_on": [e.started_on for _, e in episodes],
+                "ended_on": [e.ended_on for _, e in episodes],
+            },
+        ),
+        "outcomes": _table("outcomes", {c: [] for c in COLUMNS["outcomes"]}),
+    }
+    return Dataset(**tables)
+
+
+def _plain_columns(frame: pd.DataFrame) -> dict[str, list]:
+    """Each column as a list of plain Python values (dates as `date`), None where empty."""
+    out = {}
+    for name in frame.columns:
+        values = frame[name]
+        if values.dtype.kind == "M":
+            out[name] = [None if pd.isna(v) else v.date() for v in values]
+        else:
+            out[name] = values.astype(object).where(values.notna(), None).tolist()
+    return out
+
+
+def histories_from_dataset(
+    dataset: Dataset, citizen_ids: Sequence[str] | None = None, as_of: date | None = None
+) -> list[CitizenHistory]:
+    """The histories of citizens of a contract Dataset (e.g. from `features.store.load`), as known at
+    the end of `as_of` (default: everything): later rounds and episodes are left out, and an episode
+    ending after `as_of` is still running.
+
+    `citizen_ids` None: every citizen with a round by then, sorted by id. Raises KeyError naming a
+    requested citizen without rounds by then.
+    """
+    m, e, c = dataset.measurements, dataset.interventions, dataset.citizens
+    if citizen_ids is not None:
+        m, e = m[m["citizen_id"].isin(citizen_ids)], e[e["citizen_id"].isin(citizen_ids)]
+        c = c[c["citizen_id"].isin(citizen_ids)]
+    if as_of is not None:
+        cut = pd.Timestamp(as_of)
+        m, e = m[m["measured_on"] <= cut], e[e["started_on"] <= cut].copy()
+        e["ended_on"] = e["ended_on"].mask(e["ended_on"] > cut)
+    m = m.sort_values(["citizen_id", "measured_on", "measurement_id"])
+    orientation = dict(
+        zip(*_plain_columns(dataset.caseworkers[["caseworker_id", "job_orientation"]]).values(), strict=True)
+    )
+    register = {row["citizen_id"]: row for row in pd.DataFrame(_plain_columns(c)).to_dict("records")}
+    rounds: dict[str, list[dict]] = {}
+    mc = _plain_columns(m)
+    for k, cid in enumerate(mc["citizen_id"]):
+        rounds.setdefault(cid, []).append(
+            {
+                "measurement_id": mc["measurement_id"][k],
+                "measured_on": mc["measured_on"][k],
+                "caseworker_id": mc["caseworker_id"][k],
+                "citizen": {col[4:]: mc[col][k] for col in CITIZEN_COLUMNS if mc[col][k] is not None},
+                "caseworker": {col[3:]: mc[col][k] for col in CASEWORKER_COLUMNS if mc[col][k] is not None},
+            }
+        )
+    episodes: dict[str, list[dict]] = {}
+    ec = _plain_columns(e)
+    for k, cid in enumerate(ec["citizen_id"]):
+        episodes.setdefault(cid, []).append(
+            {"intervention": ec["intervention"][k], "started_on": ec["started_on"][k], "ended_on": ec["ended_on"][k]}
+        )
+    wanted = sorted(rounds) if citizen_ids is None else list(citizen_ids)
+    out = []
+    for cid in wanted:
+        if cid not in rounds or cid not in register:
+            raise KeyError(f"citizen {cid!r} has no measurements" + (f" by {as_of}" if as_of else ""))
+        workers = dict.fromkeys(r["caseworker_id"] for r in rounds[cid])
+        out.append(
+            CitizenHistory.model_validate(
+                {
+                    "citizen": register[cid],
+                    "measurements": rounds[cid],
+                    "interventions": episodes.get(cid, []),
+                    "caseworkers": [{"caseworker_id": w, "job_orientation": orientation.get(w)} for w in workers],
+                    "as_of": as_of,
+                }
+            )
+        )
+    return out
+
+
+def history_from_dataset(dataset: Dataset, citizen_id: str, as_of: date | None = None) -> CitizenHistory:
+    """The history of one citizen of a contract Dataset; see `histories_from_dataset`."""
+    return histories_from_dataset(dataset, [citizen_id], as_of)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring and explaining
+
+
+def last_rounds(frame: pd.DataFrame) -> np.ndarray:
+    """Positions of the last row of each citizen in a build_features frame (sorted by citizen, date).
+
+    Positions rather than a sliced frame: slicing a wide frame costs more than the model call.
+    """
+    ids = frame["citizen_id"].to_numpy(dtype=object)
+    return np.flatnonzero(np.r_[ids[1:] != ids[:-1], True]) if len(ids) else np.zeros(0, dtype=int)
+
+
+def _number(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+def _indicator_scores(frame: pd.DataFrame, positions: np.ndarray) -> dict[str, list[IndicatorScores]]:
+    """Per indicator, each row's citizen and caseworker score and change since the round before."""
+
+    def column(name: str) -> np.ndarray:
+        if name not in frame:
+            return np.full(len(positions), np.nan)
+        return frame[name].to_numpy(dtype=float)[positions]
+
+    out = {}
+    for code in INDICATOR_CODES:
+        cit, cw = column(f"cit_{code}"), column(f"cw_{code}")
+        d_cit, d_cw = column(change_column(f"cit_{code}", CHANGE)), column(change_column(f"cw_{code}", CHANGE))
+        out[code] = [
+            IndicatorScores.model_construct(
+                citizen=None if np.isnan(a) else int(a),
+                caseworker=None if np.isnan(b) else int(b),
+                citizen_change=_number(c),
+                caseworker_change=_number(d),
+            )
+            for a, b, c, d in zip(cit, cw, d_cit, d_cw, strict=True)
+        ]
+    return out
+
+
+def explain(
+    loaded: LoadedModel, frame: pd.DataFrame, positions: np.ndarray, feature_contributions: bool = False
+) -> tuple[np.ndarray, list[Explanation]]:
+    """Probabilities and explanations of the rows at `positions` of a build_features frame: one model
+    call for the probabilities, one for the contributions, whatever the number of rows."""
+    model, factors = loaded.model, loaded.factors
+    X = model.matrix(frame)[positions]
+    log_odds = model.log_odds(X)
+    probability = 1.0 / (1.0 + np.exp(-log_odds))
+    contributions = model.contributions(X)
+    n_features = contributions.shape[1] - 1
+    summed = contributions[:, :n_features] @ factors.membership
+    order = np.argsort(-np.abs(summed), axis=1, kind="stable")
+    scores = _indicator_scores(frame, positions)
+    explanations = []
+    for r in range(len(positions)):
+        values = summed[r].tolist()
+        factor_list = [
+            Factor.model_construct(
+                key=factors.keys[j],
+                kind=factors.kinds[j],
+                label_da=factors.labels_da[j],
+                label_en=factors.labels_en[j],
+                contribution=values[j],
+                direction="raises" if values[j] >= 0 else "lowers",
+                scores=scores[factors.keys[j]][r] if factors.kinds[j] == "indicator" else None,
+            )
+            for j in order[r].tolist()
+        ]
+        explanations.append(
+            Explanation.model_construct(
+                scale="log-odds",
+                base_value=float(contributions[r, -1]),
+                log_odds=float(log_odds[r]),
+                probability=float(probability[r]),
+                factors=factor_list,
+                features=_feature_list(model, X[r], contributions[r]) if feature_contributions else None,
+            )
+        )
+    return probability, explanations
+
+
+def _feature_list(model: Any, x: np.ndarray, contributions: np.ndarray) -> list[FeatureContribution]:
+    catalogue = model.catalogue
+    return [
+        FeatureContribution(name=name, belongs_to=str(belongs), value=_number(float(v)), contribution=float(c))
+        for name, belongs, v, c in zip(catalogue["name"], catalogue["belongs_to"], x, contributions[:-1], strict=True)
+    ]
+
+
+def score(
+    loaded: LoadedModel, histories: Sequence[CitizenHistory], feature_contributions: bool = False
+) -> list[Prediction]:
+    """Predictions with explanations for the last round of each history, in the order given."""
+    if not histories:
+        return []
+    frame = build_features(history_dataset(histories), loaded.model.horizon_months)
+    positions = last_rounds(frame)
+    probability, explanations = explain(loaded, frame, positions, feature_contributions)
+    at = {cid: r for r, cid in enumerate(frame["citizen_id"].to_numpy(dtype=object)[positions].tolist())}
+    measured = frame["measured_on"].to_numpy()[positions].astype("datetime64[D]").tolist()
+    ids = frame["measurement_id"].to_numpy(dtype=object)[positions].tolist()
+    ref = loaded.ref
+    out = []
+    for h in histories:
+        r = at[h.citizen.citizen_id]
+        out.append(
+            Prediction.model_construct(
+                citizen_id=h.citizen.citizen_id,
+                as_of=h.effective_as_of,
+                measured_on=measured[r],
+                measurement_id=str(ids[r]),
+                horizon_months=int(loaded.model.horizon_months),
+                probability=float(probability[r]),
+                model=ref,
+                explanation=explanations[r],
+            )
+        )
+    return out
+
+
+def model_info(loaded: LoadedModel) -> ModelInfo:
+    """Name, version, alias, provenance, headline metrics and feature catalogue of a loaded model."""
+    model = loaded.model
+    catalogue = model.catalogue
+    return ModelInfo(
+        name=loaded.name,
+        version=loaded.version,
+        alias=loaded.alias,
+        horizon_months=int(model.horizon_months),
+        training_fingerprint=_jsonable(model.training_fingerprint),
+        metrics=_jsonable(model.metrics),
+        features=[
+            FeatureEntry(
+                name=r.name,
+                belongs_to=str(r.belongs_to),
+                kind=str(r.kind),
+                label_da=str(r.label_da),
+                label_en=str(r.label_en),
+                monotone=int(r.monotone),
+            )
+            for r in catalogue.itertuples(index=False)
+        ],
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """Nested dicts/lists with NaN and infinities as None, so that the JSON answer stays valid."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The model holder
+
+
+class Predictor:
+    """Holds the champion model, swaps in a new version when the alias moves, scores histories.
+
+    `audit` (e.g. `serving.audit.AuditLog.record`) is called with every list of predictions made by
+    `predict` / `predict_many`; `what_if` predictions are not audited.
+    """
+
+    def __init__(
+        self,
+        settings: Any,
+        audit: Callable[[Sequence[Prediction]], None] | None = None,
+        loaded: LoadedModel | None = None,
+    ) -> None:
+        self.settings = settings
+        self.audit = audit
+        self._loaded: LoadedModel | None = loaded
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    @classmethod
+    def of_model(cls, model: Any, name: str = "local", version: str = "0", audit: Any = None) -> Predictor:
+        """A Predictor around an in-memory model, without a registry (tests, benchmarks, notebooks)."""
+        return cls(settings=None, audit=audit, loaded=LoadedModel(model, name, version, alias="none"))
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._loaded is not None
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The current model; ModelUnavailable (with the reason) when none is loaded."""
+        loaded = self._loaded
+        if loaded is None:
+            s = self.settings
+            where = f"{s.model_name}@{s.model_alias} in {s.tracking_uri}" if s is not None else "a model"
+            raise ModelUnavailable(
+                f"no model loaded yet: waiting for {where} (train and register one with `bip train`)"
+                + (f"; last error: {self.last_error}" if self.last_error else "")
+            )
+        return loaded
+
+    def refresh(self) -> bool:
+        """Load the version under the alias if it differs from the loaded one; True if it swapped.
+
+        Errors are logged and kept in `last_error`; the loaded model (if any) keeps serving.
+        """
+        from training.model import load_model
+        from training.registry import champion_version
+
+        s = self.settings
+        with self._refresh_lock:
+            try:
+                version = champion_version(s.model_name, alias=s.model_alias, tracking_uri=s.tracking_uri)
+                current = self._loaded
+                if version is None:
+                    self.last_error = f"no version of {s.model_name} has alias {s.model_alias!r}"
+                    return False
+                if current is not None and current.version == str(version):
+                    return False
+                model = load_model(f"models:/{s.model_name}/{version}")
+                self._loaded = LoadedModel(model, s.model_name, str(version), s.model_alias)
+                self.last_error = None
+                logger.info("serving %s version %s (%s)", s.model_name, version, s.model_alias)
+                return True
+            except Exception as error:  # a broken registry or artifact must not stop serving
+                self.last_error = f"{type(error).__name__}: {error}"
+                logger.exception("could not load %s@%s", s.model_name, s.model_alias)
+                return False
+
+    def start(self, poll_seconds: float = 5.0) -> None:
+        """Point MLflow at the settings' registry, load the champion now, and poll the alias every
+        `poll_seconds` on a daemon thread (0: never poll)."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.settings.tracking_uri)
+        mlflow.set_registry_uri(self.settings.tracking_uri)
+        self.refresh()
+        if poll_seconds > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._poll, args=(poll_seconds,), name="bip-model-poll", daemon=True)
+            self._thread.start()
+
+    def _poll(self, seconds: float) -> None:
+        while not self._stop.wait(seconds):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    # -- predicting ------------------------------------------------------------------------------
+
+    def predict(self, history: CitizenHistory, feature_contributions: bool = False) -> Prediction:
+        """The calibrated chance of a job or education within the horizon, explained, for one history."""
+        return self.predict_many([history], feature_contributions)[0]
+
+    def predict_many(
+        self, histories: Sequence[CitizenHistory], feature_contributions: bool = False
+    ) -> list[Prediction]:
+        """`predict` for many histories (distinct citizen ids) with one feature build and one model call."""
+        predictions = score(self.loaded, histories, feature_contributions)
+        if self.audit is not None:
+            self.audit(predictions)
+        return predictions
+
+    def what_if(
+        self,
+        history: CitizenHistory,
+        citizen: Mapping[str, int | None] | None = None,
+        caseworker: Mapping[str, int | None] | None = None,
+        interventions: Sequence[Mapping[str, Any]] = (),
+    ) -> Prediction:
+        """The prediction had the last round's answers been different (`citizen` / `caseworker`:
+        indicator -> score) or had these intervention episodes been added. Not audited."""
+        data = history.model_dump()
+        last = max(range(len(data["measurements"])), key=lambda k: data["measurements"][k]["measured_on"])
+        data["measurements"][last]["citizen"].update(citizen or {})
+        data["measurements"][last]["caseworker"].update(caseworker or {})
+        data["interventions"] += [dict(e) for e in interventions]
+        changed = type(history).model_validate(data)
+        return score(self.loaded, [changed])[0]
+
+    def model_info(self) -> ModelInfo:
+        return model_info(self.loaded)

@@ -1,0 +1,428 @@
+"""The request and response bodies of the prediction service, in the data contract's terms.
+
+A request holds one citizen's history: register background, measurement rounds (each with the
+citizen's and the caseworker's answers per indicator, 1-5), intervention episodes and, optionally,
+the caseworkers' job orientation. Everything a client can get wrong is checked here, so that the
+service answers 400 naming the field and never fails later on a client's mistake. The indicator
+and intervention codes come from `features.catalogue`; nothing is spelled out twice.
+
+Decisions where the contract is silent:
+- Answers are grouped per round as `citizen: {indicator: score}` and `caseworker: {indicator:
+  score}` rather than flat `cit_`/`cw_` keys: an unknown indicator is then an unknown key, named in
+  the error, and the OpenAPI schema lists the questions each side answers.
+- `as_of` defaults to the latest date in the history; anything dated after it is an error. The
+  score is that of the last measurement: features are as of its date, as in training.
+- Two rounds on one day are refused (the change since the last round would be ambiguous).
+- A caseworker missing from `caseworkers` has an unknown job orientation, as an empty cell would.
+- Dates lie in 1990-2100 and ids are at most 64 characters; a history holds at most
+  MAX_MEASUREMENTS rounds and MAX_INTERVENTIONS episodes, a batch at most MAX_BATCH citizens.
+"""
+
+from __future__ import annotations
+
+import operator
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    create_model,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from features.catalogue import (
+    CIVIL_STATUSES,
+    EDUCATIONS,
+    GENDERS,
+    INDICATORS,
+    INTERVENTION_CODES,
+    ORIGINS,
+    SCORE_MAX,
+    SCORE_MIN,
+)
+
+MAX_MEASUREMENTS = 200
+MAX_INTERVENTIONS = 1000
+MAX_CASEWORKERS = 200
+MAX_BATCH = 5000
+FIRST_DATE, LAST_DATE = date(1990, 1, 1), date(2100, 12, 31)
+KINDS = ("indicator", "intervention_group", "history", "caseworker", "background")
+
+
+def _whole_number(value: object) -> int:
+    """An int (numpy ints too); never a bool, a float or a string, which lax parsing would coerce."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ValueError("must be a whole number (JSON integer)")
+    return operator.index(value)
+
+
+def _not_a_number(value: object) -> object:
+    """A date as text (YYYY-MM-DD) or a date object; numbers would be read as Unix time."""
+    if isinstance(value, int | float):
+        raise ValueError("must be a date written YYYY-MM-DD")
+    return value
+
+
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Day = Annotated[date, BeforeValidator(_not_a_number), Field(ge=FIRST_DATE, le=LAST_DATE)]
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+Score = Annotated[WholeNumber, Field(ge=SCORE_MIN, le=SCORE_MAX)]
+
+_FORBID = ConfigDict(extra="forbid")
+
+
+def _answers(name: str, codes: list[str], side: str) -> type[BaseModel]:
+    """A model with one optional 1-5 score per indicator code; any other key is an error."""
+    labels = {i.code: i.label_en for i in INDICATORS}
+    fields: dict[str, Any] = {
+        code: (Score | None, Field(default=None, description=f"{labels[code]} ({side}), 1-5; leave out if unanswered"))
+        for code in codes
+    }
+    return create_model(name, __config__=_FORBID, __doc__=f"The {side}'s answers of one round.", **fields)
+
+
+CitizenAnswers = _answers("CitizenAnswers", [i.code for i in INDICATORS if i.citizen_answers], "citizen")
+CaseworkerAnswers = _answers("CaseworkerAnswers", [i.code for i in INDICATORS], "caseworker")
+
+InterventionCode = Literal[INTERVENTION_CODES]  # type: ignore[valid-type]
+
+
+class Citizen(BaseModel):
+    """Register background of the citizen (table `citizens` of the contract)."""
+
+    model_config = _FORBID
+    citizen_id: Id = Field(description="Pseudonymous id; never a personal identification number (CPR).")
+    jobcentre: Annotated[str, Field(min_length=1, max_length=64)]
+    birth_year: Annotated[WholeNumber, Field(ge=1935, le=2010)]
+    gender: Literal[GENDERS]  # type: ignore[valid-type]
+    origin: Literal[ORIGINS]  # type: ignore[valid-type]
+    civil_status: Literal[CIVIL_STATUSES]  # type: ignore[valid-type]
+    children: Annotated[WholeNumber, Field(ge=0, le=30)]
+    education: Literal[EDUCATIONS]  # type: ignore[valid-type]
+    benefit_share_5y: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = Field(
+        description="Share of the previous 5 years on public income support, 0-1."
+    )
+    enrolled_on: Day
+
+
+class Measurement(BaseModel):
+    """One progression round: the citizen's and the caseworker's answers on one date."""
+
+    model_config = _FORBID
+    measurement_id: Id | None = Field(default=None, description="Optional; rounds are ordered by measured_on.")
+    measured_on: Day
+    caseworker_id: Id = Field(description="The caseworker responsible at that date.")
+    citizen: CitizenAnswers = Field(default_factory=CitizenAnswers)  # type: ignore[valid-type]
+    caseworker: CaseworkerAnswers = Field(default_factory=CaseworkerAnswers)  # type: ignore[valid-type]
+
+
+class Intervention(BaseModel):
+    """One intervention episode; `ended_on` empty while it runs."""
+
+    model_config = _FORBID
+    intervention: InterventionCode
+    started_on: Day
+    ended_on: Day | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _ends_after_start(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Intervention:
+        self = handler(data)
+        if self.ended_on is not None and self.ended_on < self.started_on:
+            _raise(cls.__name__, [(("ended_on",), f"{self.ended_on} is before started_on {self.started_on}")], data)
+        return self
+
+
+class Caseworker(BaseModel):
+    """A caseworker's job orientation (1-5, from the caseworker survey; empty if unknown)."""
+
+    model_config = _FORBID
+    caseworker_id: Id
+    job_orientation: Annotated[float, Field(ge=1, le=5, allow_inf_nan=False)] | None = None
+
+
+Problem = tuple[tuple[str | int, ...], str]  # (location in the body, message)
+
+
+def _repeats(values: list, field: str, loc: tuple[str | int, ...] = ()) -> list[Problem]:
+    """One problem per value that an earlier item of the list already had."""
+    seen: dict = {}
+    problems = []
+    for k, value in enumerate(values):
+        if value is not None and value in seen:
+            problems.append(((*loc, k, field), f"repeats item {seen[value]}: {value}"))
+        seen.setdefault(value, k)
+    return problems
+
+
+def _raise(title: str, problems: list[Problem], data: object) -> None:
+    """Raise one ValidationError locating every problem in the body, as pydantic's own errors do."""
+    if problems:
+        raise ValidationError.from_exception_data(
+            title,
+            [
+                InitErrorDetails(type=PydanticCustomError("inconsistent", message), loc=loc, input=data)
+                for loc, message in problems
+            ],
+        )
+
+
+class CitizenHistory(BaseModel):
+    """Everything known about one citizen up to `as_of`: the input of one prediction."""
+
+    model_config = _FORBID
+    citizen: Citizen
+    measurements: list[Measurement] = Field(min_length=1, max_length=MAX_MEASUREMENTS)
+    interventions: list[Intervention] = Field(default_factory=list, max_length=MAX_INTERVENTIONS)
+    caseworkers: list[Caseworker] = Field(default_factory=list, max_length=MAX_CASEWORKERS)
+    as_of: Day | None = Field(
+        default=None, description="Date the history is known up to; default: its latest date. Nothing may be later."
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _consistent(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> CitizenHistory:
+        """Rules across fields: dates in order, nothing after as_of, no repeated round or episode."""
+        self = handler(data)
+        m, e = self.measurements, self.interventions
+        enrolled = self.citizen.enrolled_on
+        problems = [
+            (("measurements", k, "measured_on"), f"{x.measured_on} is before citizen.enrolled_on {enrolled}")
+            for k, x in enumerate(m)
+            if x.measured_on < enrolled
+        ]
+        if self.as_of is not None:
+            problems += [
+                (("measurements", k, "measured_on"), f"{x.measured_on} is after as_of {self.as_of}")
+                for k, x in enumerate(m)
+                if x.measured_on > self.as_of
+            ]
+            problems += [
+                (("interventions", k, "started_on"), f"{x.started_on} is after as_of {self.as_of}")
+                for k, x in enumerate(e)
+                if x.started_on > self.as_of
+            ]
+        problems += _repeats([x.measured_on for x in m], "measured_on", ("measurements",))
+        problems += _repeats([x.measurement_id for x in m], "measurement_id", ("measurements",))
+        problems += _repeats([(x.intervention, x.started_on) for x in e], "started_on", ("interventions",))
+        problems += _repeats([x.caseworker_id for x in self.caseworkers], "caseworker_id", ("caseworkers",))
+        _raise(cls.__name__, problems, data)
+        return self
+
+    @property
+    def effective_as_of(self) -> date:
+        """`as_of`, or the latest measurement or intervention start when it is left out."""
+        if self.as_of is not None:
+            return self.as_of
+        return max([x.measured_on for x in self.measurements] + [x.started_on for x in self.interventions])
+
+
+EXAMPLE_HISTORY: dict[str, Any] = {
+    "citizen": {
+        "citizen_id": "C000123",
+        "jobcentre": "Aarhus",
+        "birth_year": 1975,
+        "gender": "F",
+        "origin": "danish",
+        "civil_status": "single",
+        "children": 1,
+        "education": "vocational",
+        "benefit_share_5y": 0.8,
+        "enrolled_on": "2014-01-06",
+    },
+    "measurements": [
+        {
+            "measured_on": "2014-01-20",
+            "caseworker_id": "W0017",
+            "citizen": {"self_efficacy": 2, "job_search": 2, "health_coping": 3, "concentration": 3},
+            "caseworker": {"self_efficacy": 2, "caseworker_belief": 2, "job_search": 2},
+        },
+        {
+            "measured_on": "2014-04-22",
+            "caseworker_id": "W0017",
+            "citizen": {"self_efficacy": 3, "job_search": 4, "health_coping": 3, "concentration": 3},
+            "caseworker": {"self_efficacy": 3, "caseworker_belief": 3, "job_search": 3},
+        },
+    ],
+    "interventions": [
+        {"intervention": "mentor", "started_on": "2014-02-01", "ended_on": "2014-04-30"},
+        {"intervention": "wage_subsidy", "started_on": "2014-05-01"},
+    ],
+    "caseworkers": [{"caseworker_id": "W0017", "job_orientation": 3.6}],
+    "as_of": "2014-05-15",
+}
+
+
+class PredictRequest(CitizenHistory):
+    """One citizen's history; `feature_contributions` adds the contribution of every feature."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": EXAMPLE_HISTORY})
+    feature_contributions: bool = Field(default=False, description="Also return each feature's contribution.")
+
+
+class BatchRequest(BaseModel):
+    """Many citizens' histories, scored together (one feature build, one model call)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"citizens": [EXAMPLE_HISTORY]}})
+    citizens: list[CitizenHistory] = Field(min_length=1, max_length=MAX_BATCH)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _distinct_citizens(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> BatchRequest:
+        self = handler(data)
+        ids = [h.citizen.citizen_id for h in self.citizens]
+        problems = [((*loc[:2], "citizen", "citizen_id"), msg) for loc, msg in _repeats(ids, "", ("citizens",))]
+        _raise(cls.__name__, problems, data)
+        return self
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class IndicatorScores(BaseModel):
+    """The scores of the indicator at the scored round and their change since the round before."""
+
+    citizen: int | None = None
+    caseworker: int | None = None
+    citizen_change: float | None = None
+    caseworker_change: float | None = None
+
+
+class Factor(BaseModel):
+    """The summed contribution of the features that belong to one indicator, intervention group,
+    history, caseworker or background item, on the calibrated log-odds scale."""
+
+    key: str = Field(
+        description="Indicator code, intervention group, 'pattern', 'history', 'caseworker' or background item."
+    )
+    kind: str = Field(description="One of " + ", ".join(KINDS) + ".")
+    label_da: str
+    label_en: str
+    contribution: float
+    direction: Literal["raises", "lowers"]
+    scores: IndicatorScores | None = Field(default=None, description="Indicators only.")
+
+
+class FeatureContribution(BaseModel):
+    name: str
+    belongs_to: str
+    value: float | str | None
+    contribution: float
+
+
+class Explanation(BaseModel):
+    """base_value + the sum of the factors' contributions = log_odds; probability = 1/(1+exp(-log_odds))."""
+
+    scale: str = Field(default="log-odds", description="Always log-odds: base_value, contributions and log_odds.")
+    base_value: float
+    log_odds: float
+    probability: float
+    factors: list[Factor] = Field(description="Largest |contribution| first.")
+    features: list[FeatureContribution] | None = None
+
+
+EXAMPLE_PREDICTION: dict[str, Any] = {
+    "citizen_id": "C000123",
+    "as_of": "2014-05-15",
+    "measured_on": "2014-04-22",
+    "measurement_id": "round-2",
+    "horizon_months": 12,
+    "probability": 0.31,
+    "model": {"name": "bip-job-chance", "version": "3"},
+    "explanation": {
+        "scale": "log-odds",
+        "base_value": -1.02,
+        "log_odds": -0.80,
+        "probability": 0.31,
+        "factors": [
+            {
+                "key": "job_search",
+                "kind": "indicator",
+                "label_da": "Jobsøgningsadfærd",
+                "label_en": "Job-search behaviour",
+                "contribution": 0.35,
+                "direction": "raises",
+                "scores": {"citizen": 4, "caseworker": 3, "citizen_change": 2.0, "caseworker_change": 1.0},
+            },
+            {
+                "key": "benefit_share_5y",
+                "kind": "background",
+                "label_da": "Andel på offentlig forsørgelse, 5 år",
+                "label_en": "Share on public support, 5 years",
+                "contribution": -0.13,
+                "direction": "lowers",
+                "scores": None,
+            },
+        ],
+        "features": None,
+    },
+}
+
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": EXAMPLE_PREDICTION})
+    citizen_id: str
+    as_of: date
+    measured_on: date = Field(description="Date of the scored (last) measurement; the features are as of it.")
+    measurement_id: str
+    horizon_months: int
+    probability: float = Field(description="Calibrated probability of a job or education within the horizon.")
+    model: ModelRef
+    explanation: Explanation
+
+
+class BatchPrediction(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"model": EXAMPLE_PREDICTION["model"], "predictions": [EXAMPLE_PREDICTION]}}
+    )
+    model: ModelRef
+    predictions: list[Prediction] = Field(description="In the order of the request.")
+
+
+class FeatureEntry(BaseModel):
+    name: str
+    belongs_to: str
+    kind: str
+    label_da: str
+    label_en: str
+    monotone: int
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "name": "bip-job-chance",
+                "version": "3",
+                "alias": "champion",
+                "horizon_months": 12,
+                "training_fingerprint": {"rows": 27000, "citizens": 4000, "sha256": "9f2c..."},
+                "metrics": {"cv_roc_auc": 0.74, "cv_brier": 0.17},
+                "features": [
+                    {
+                        "name": "cit_self_efficacy",
+                        "belongs_to": "self_efficacy",
+                        "kind": "indicator",
+                        "label_da": "Tro på at kunne klare et job (borgerens svar)",
+                        "label_en": "Belief in being able to hold a job (citizen's answer)",
+                        "monotone": 1,
+                    }
+                ],
+            }
+        }
+    )
+    name: str
+    version: str
+    alias: str
+    horizon_months: int
+    training_fingerprint: dict[str, Any]
+    metrics: dict[str, Any]
+    features: list[FeatureEntry]

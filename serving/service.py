@@ -1,0 +1,155 @@
+"""The BentoML service: `bentoml serve serving.service:JobChance` (or `bip serve`).
+
+Thin by design: it loads the champion model into a `serving.core.Predictor`, lets pydantic
+(`serving.schemas`) validate the body, and calls the same `core` functions as the caseworker page.
+
+Endpoints: POST /predict, POST /predict_batch, GET /model; BentoML adds /livez, /readyz (not ready
+until a model is loaded), /metrics and the OpenAPI document at /docs.json. Client mistakes answer
+4xx: 400 with pydantic's `detail` (each error's `loc` names the field), 413 for a body over the
+limit, 415 for a body that is not JSON; 503 while no model is loaded.
+
+Environment (read when the service starts, never at import): the settings of `bip.settings`
+(MLFLOW_TRACKING_URI, BIP_HOME, ...) and BIP_MODEL_POLL_SECONDS (default 5; 0 = never look for a
+new champion). Workers: BENTOML_CONFIG_OPTIONS="services.JobChance.workers=2".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import bentoml
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+
+from serving.core import ModelUnavailable, Predictor
+from serving.schemas import BatchPrediction, BatchRequest, ModelInfo, Prediction, PredictRequest
+
+MiB = 1024 * 1024
+BODY_LIMITS: dict[str, int] = {"/predict": 1 * MiB, "/predict_batch": 64 * MiB}
+DEFAULT_BODY_LIMIT = 1 * MiB
+POLL_SECONDS = 5.0
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class RequestLimits:
+    """ASGI middleware: a POST body must be JSON (415 otherwise) and at most its path's limit (413).
+
+    The body is read here, up to the limit, and replayed to the application, so a chunked upload
+    without Content-Length cannot get past the limit either.
+    """
+
+    def __init__(self, app: Any, limits: Mapping[str, int], default: int) -> None:
+        self.app, self.limits, self.default = app, dict(limits), default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"].rstrip("/") or "/"
+        limit = self.limits.get(path, self.default)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            await self._refuse(
+                scope, receive, send, 415, f"the body must be JSON (Content-Type: application/json), not {media_type!r}"
+            )
+            return
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(
+                scope, receive, send, 413, f"the body is {int(declared)} bytes; {path} takes at most {limit}"
+            )
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                await self._refuse(scope, receive, send, 413, f"the body is over {limit} bytes, the limit of {path}")
+                return
+            if not message.get("more_body", False):
+                break
+        body, sent = b"".join(chunks), False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+        await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
+
+
+def unavailable(error: ModelUnavailable) -> Response:
+    return JSONResponse({"error": str(error)}, status_code=503)
+
+
+extra = FastAPI(title="bip job chance: model information")
+
+
+@bentoml.service(name="JobChance", traffic={"timeout": 60}, threads=4)
+@bentoml.asgi_app(extra, path="/", name="model-info")
+class JobChance:
+    """The chance that a citizen on social assistance enters a job or education within 12 months,
+    with the reasons (factors) behind it, from the quarterly progression measurements."""
+
+    def __init__(self) -> None:
+        from bip.settings import load_settings
+        from serving.audit import AuditLog
+
+        settings = load_settings()
+        self.audit = AuditLog(settings.audit_log_path)
+        self.predictor = Predictor(settings, audit=self.audit)
+        self.predictor.start(poll_seconds=float(os.environ.get("BIP_MODEL_POLL_SECONDS", POLL_SECONDS)))
+
+    def __is_ready__(self) -> bool:
+        return self.predictor.ready
+
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        self.predictor.stop()
+        self.audit.close()
+
+    @bentoml.api(route="/predict")
+    def predict(self, history: PredictRequest, /) -> Prediction:
+        """The calibrated probability of a job or education within 12 months for one citizen's
+        history, with the factors behind it on the log-odds scale (largest first)."""
+        try:
+            return self.predictor.predict(history, history.feature_contributions)
+        except ModelUnavailable as error:
+            return unavailable(error)  # type: ignore[return-value]
+
+    @bentoml.api(route="/predict_batch")
+    def predict_batch(self, batch: BatchRequest, /) -> BatchPrediction:
+        """`/predict` for many citizens at once, in the order given (one model call)."""
+        try:
+            predictions = self.predictor.predict_many(batch.citizens)
+        except ModelUnavailable as error:
+            return unavailable(error)  # type: ignore[return-value]
+        return BatchPrediction.model_construct(model=predictions[0].model, predictions=predictions)
+
+    @extra.get("/model", response_model=ModelInfo, responses={503: {"description": "No model loaded yet."}})
+    def model(self) -> Any:
+        """The model being served: name, version, alias, training-data fingerprint, headline
+        metrics and the feature catalogue (Danish and English labels)."""
+        try:
+            return self.predictor.model_info()
+        except ModelUnavailable as error:
+            return unavailable(error)
+
+
+JobChance.add_asgi_middleware(RequestLimits, limits=BODY_LIMITS, default=DEFAULT_BODY_LIMIT)
