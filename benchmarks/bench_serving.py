@@ -195,7 +195,7 @@ def main() -> None:
     from bip.settings import load_settings
     from features.build import build_features
     from features.simulator import simulate
-    from serving.core import Predictor, history_dataset, histories_from_dataset, last_rounds, score
+    from serving.core import Predictor, histories_from_dataset, history_dataset, last_rounds, score
     from serving.schemas import BatchRequest, PredictRequest
     from training.model import input_example
 

@@ -14,6 +14,7 @@ beside them. Person-round hazard models are described in `experiments.person_rou
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,6 +175,11 @@ def cluster_means(values: np.ndarray, category: np.ndarray, groups: np.ndarray, 
     return pd.DataFrame(rows)
 
 
+def wrapped(label: str, width: int = 18) -> str:
+    """A tick label broken into lines of at most `width` characters."""
+    return "\n".join(textwrap.wrap(label, width)) or label
+
+
 def figure(width: float = 7.0, height: float = 4.0) -> Figure:
     """A plain matplotlib Figure (no pyplot: no global plotting state)."""
     return Figure(figsize=(width, height), layout="constrained")
@@ -181,12 +187,12 @@ def figure(width: float = 7.0, height: float = 4.0) -> Figure:
 
 def forest_plot(labels: list[str], estimate: np.ndarray, low: np.ndarray, high: np.ndarray, xlabel: str, title: str) -> Figure:
     """Point estimates with interval bars, one row per label, a dashed line at 0."""
-    fig = figure(7.5, 1.0 + 0.35 * len(labels))
+    fig = figure(9, 1.6 + 0.5 * len(labels))
     ax = fig.subplots()
     at = np.arange(len(labels))[::-1]
     ax.errorbar(estimate, at, xerr=[estimate - low, high - estimate], fmt="o", color="tab:blue", capsize=3)
     ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
-    ax.set_yticks(at, labels)
+    ax.set_yticks(at, [wrapped(label, 32) for label in labels])
     ax.set(xlabel=xlabel, title=title)
     return fig
 
@@ -229,7 +235,7 @@ def indicator_effects(fit: LogitFit, level: float) -> pd.DataFrame:
     return table
 
 
-def indicator_plot(table: pd.DataFrame, importance: pd.Series | None, level: float, source: str) -> Figure:
+def indicator_plot(table: pd.DataFrame, importance: pd.Series | None, level: float) -> Figure:
     """Odds ratios per step (with intervals) beside the SHAP importance, indicators in one order."""
     ordered = table.sort_values("log_odds", ascending=True)
     fig = figure(11, 1.2 + 0.4 * len(ordered))
@@ -245,10 +251,10 @@ def indicator_plot(table: pd.DataFrame, importance: pd.Series | None, level: flo
     left.axvline(1.0, color="grey", linestyle="--", linewidth=1)
     left.set_xscale("log")
     left.set_yticks(at, ordered["label"])
-    left.set(xlabel=f"odds ratio per step ({level:.0%} interval)", title="Hazard model, controlled for background")
+    left.set(xlabel=f"odds ratio per step ({level:.0%} interval, log scale)", title="Hazard model")
     if importance is not None:
         right.barh(at, importance.reindex(ordered["indicator"]).fillna(0.0).to_numpy(), color="tab:orange")
-        right.set(xlabel="mean |SHAP contribution| (log-odds)", title=f"SHAP importance: {source}")
+        right.set(xlabel="mean |SHAP contribution| (log-odds)", title="SHAP importance of the model")
     else:
         right.text(0.5, 0.5, "no model for SHAP importance", ha="center", va="center", transform=right.transAxes)
         right.set_axis_off()
@@ -325,7 +331,7 @@ def indicator_analysis(
             Table("indicator_effects", "Odds ratio per step of each indicator, with its citizen and caseworker parts (log-odds)", shown),
             Table("hazard_coefficients", "All coefficients of the hazard model (log-odds)", effect_rows(models.logit, list(models.logit.params.index), config.level)),
         ],
-        plots=[Plot("indicators_vs_shap", "Odds ratios per step beside SHAP importance", indicator_plot(table, importance, config.level, importance_source))],
+        plots=[Plot("indicators_vs_shap", f"Odds ratios per step beside SHAP importance ({importance_source or 'no model'})", indicator_plot(table, importance, config.level))],
     )
 
 
@@ -426,7 +432,7 @@ def caseworker_practice_analysis(data: ResearchData, models: HazardModels, confi
         table["relative_change_pct"].to_numpy(),
         table["low_pct"].to_numpy(),
         table["high_pct"].to_numpy(),
-        f"relative change in the odds of a job or education per round, % ({config.level:.0%} interval)",
+        f"relative change in the odds per round, % ({config.level:.0%} interval)",
         "Caseworker belief and practice",
     )
     ax = plot.axes[0]
@@ -486,21 +492,21 @@ def still_or_back_interval(dataset: Dataset, level: float) -> tuple[float, float
 
 
 def progression_plot(shares: pd.DataFrame, changes: pd.DataFrame, level: float) -> Figure:
-    fig = figure(11, 4)
+    fig = figure(11, 4.2)
     left, right = fig.subplots(1, 2)
-    labels = [PATTERN_LABELS[p][1] for p in PATTERNS]
+    labels = [wrapped(PATTERN_LABELS[p][1]) for p in PATTERNS]
     at = np.arange(len(PATTERNS))
     s = shares.set_index("category").reindex(list(PATTERNS))
     left.bar(at - 0.2, 100 * s["mean"], width=0.4, yerr=100 * (s["high"] - s["mean"]), capsize=3, label="estimate")
     left.bar(at + 0.2, [BIP_REFERENCE[f"pattern_{p}_share_pct"] for p in PATTERNS], width=0.4, color="tab:red", alpha=0.6, label="BIP")
-    left.set_xticks(at, labels, rotation=15, ha="right")
+    left.set_xticks(at, labels)
     left.set(ylabel="% of measurements", title="Pattern of the last 3 months")
     left.legend()
     c = changes.set_index("category").reindex(list(PATTERNS))
     right.bar(at, c["mean"], yerr=[c["mean"] - c["low"], c["high"] - c["mean"]], capsize=4, color="tab:green")
     right.axhline(0.0, color="grey", linewidth=1)
-    right.set_xticks(at, labels, rotation=15, ha="right")
-    right.set(ylabel="change of mean answer (1-5) per round", title=f"Progression after each pattern ({level:.0%} interval)")
+    right.set_xticks(at, labels)
+    right.set(ylabel="change of the mean answer (1-5) per round", title=f"Progression after each pattern ({level:.0%} interval)")
     return fig
 
 

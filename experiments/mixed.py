@@ -39,7 +39,8 @@ class MixedFit:
 
     def sd_interval(self, level: float = 0.95) -> tuple[float, float]:
         half = z_value(level) * float(np.sqrt(self.cov.loc[LOG_SD, LOG_SD]))
-        return float(np.exp(self.params[LOG_SD] - half)), float(np.exp(self.params[LOG_SD] + half))
+        low, high = np.clip([self.params[LOG_SD] - half, self.params[LOG_SD] + half], -50.0, 50.0)
+        return float(np.exp(low)), float(np.exp(high))
 
     @property
     def fixed(self) -> pd.Series:

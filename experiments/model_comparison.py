@@ -19,6 +19,7 @@ from features.dataset import Dataset
 
 VALIDATIONS: dict[str, str] = {"cv": "grouped CV (out of fold)", "oot": "out of time"}
 SHOWN_METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "log_loss", "ece")
+METRIC_LABELS: dict[str, str] = {"roc_auc": "ROC AUC", "brier": "Brier score"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def reliability_curves(curves: dict[str, dict[str, pd.DataFrame]]) -> Figure:
 
 def metric_plot(table: pd.DataFrame) -> Figure:
     """ROC AUC and Brier score with their bootstrap intervals, per model and validation."""
-    fig = figure(11, 1.4 + 0.45 * table["model"].nunique())
+    fig = figure(11, 2.0 + 0.5 * table["model"].nunique())
     axes = fig.subplots(1, 2)
     models = list(dict.fromkeys(table["model"]))
     at = np.arange(len(models))[::-1]
@@ -86,8 +87,9 @@ def metric_plot(table: pd.DataFrame) -> Figure:
                 label=validation,
             )
         ax.set_yticks(at, models)
-        ax.set(xlabel=metric.replace("_", " "), title=f"{metric.replace('_', ' ').upper()} (95 % bootstrap over citizens)")
-        ax.legend(fontsize="small")
+        ax.set(xlabel=METRIC_LABELS[metric], title=f"{METRIC_LABELS[metric]} (95 % bootstrap over citizens)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="small")
     return fig
 
 

@@ -7,9 +7,10 @@ checks run on an in-memory `Dataset` (`validate_dataset`), which the simulator a
 The rules are declared once, as one pandera `DataFrameSchema` per table (`contract_schema`): dtype,
 required cells, ranges, codes and uniqueness. They are executed here column by column with the
 schema's own `Check` objects rather than with `schema.validate`, because pandera collects every
-failing cell into one frame: on a broken 2.7M-row file (all scores coded 0-4) that took 34 s and
+failing cell into one frame: on 2.7M measurements with every score coded 0-4 that took 34 s and
 3 GB, while this runner reports the first `max_problems` cells and only counts the rest. Rules
-across tables (references, date order, events) are vectorised pandas below the schemas.
+across tables (references, date order, events) are vectorised below the schemas. Text is parsed
+with Arrow compute, each distinct value once, so no step loops over rows in Python.
 
 Decisions where the contract is silent:
 - Only an empty cell is missing. Text such as `NA`, `NULL` or `nan` is text: it is a valid id or
@@ -26,7 +27,7 @@ Decisions where the contract is silent:
   against their column's rule. `write_dataset` writes text as it is, so such a value round-trips.
 - Rows are data rows counted from 1 under the header; a quoted value may hold a line break, so a
   row number is not always a line number. Blank lines inside a CSV are rows with empty cells;
-  blank lines at the end of the file are ignored.
+  blank lines at the end of the file are ignored. Cells are not trimmed: ' 3' is not a number.
 """
 
 from __future__ import annotations
@@ -353,6 +354,9 @@ def _csv_header(path: Path, table: str) -> tuple[list[str], list[Problem]]:
     header = next(csv.reader([line]), [])
     if not any(header):
         return [], [Problem(table, None, None, f"{path.name} has no header row")]
+    if len(header) == 1 and ";" in header[0]:  # a spreadsheet saved with a Danish list separator
+        message = f"{path.name} is separated by semicolons; the contract needs commas"
+        return [], [Problem(table, None, None, message)]
     return header, _duplicate_header(table, header)
 
 
@@ -448,19 +452,6 @@ def _coverage_warnings(dataset: Dataset) -> list[str]:
 # --- parsing cells into canonical dtypes ---------------------------------------------------
 
 
-def _rule_hits(
-    typed: Mapping[str, pd.DataFrame], unreadable: Mapping[str, Mapping[str, np.ndarray]], limit: int
-) -> list[_Hits]:
-    """Every rule's hits on the parsed tables: each table's schema, then the rules across tables."""
-    hits = [_schema_hits(table, frame, unreadable[table], limit) for table, frame in typed.items()]
-    return [
-        *(hit for table_hits in hits for hit in table_hits),
-        *_reference_hits(typed, limit),
-        *_date_order_hits(typed, limit),
-        *_event_hits(typed, unreadable.get("outcomes", {}), limit),
-    ]
-
-
 def _typed_table(
     table: str, frame: pd.DataFrame, limit: int
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[_Hits]]:
@@ -492,6 +483,8 @@ def _typed_column(kind: str, values: pd.Series) -> tuple[pd.Series, np.ndarray] 
     """A column in its canonical dtype with a mask of the cells that cannot be read as `kind`;
     or, when the stored type cannot hold `kind` at all, why not. A column already in its
     canonical dtype is returned as it is, without a copy."""
+    if isinstance(values.dtype, pd.CategoricalDtype):  # e.g. a dictionary-encoded Parquet column
+        values = values.astype(values.cat.categories.dtype)
     stored = _stored_as(values)
     none_bad = np.zeros(len(values), dtype=bool)
     if stored == "text":
@@ -607,7 +600,20 @@ def _unreadable_describer(kind: str) -> Callable[[object], str]:
     return describe
 
 
-# --- rules within a table: the pandera schema ----------------------------------------------
+# --- rules: each table's pandera schema, then the rules across tables --------------------
+
+
+def _rule_hits(
+    typed: Mapping[str, pd.DataFrame], unreadable: Mapping[str, Mapping[str, np.ndarray]], limit: int
+) -> list[_Hits]:
+    """Every rule's hits on the parsed tables: each table's schema, then the rules across tables."""
+    hits = [_schema_hits(table, frame, unreadable[table], limit) for table, frame in typed.items()]
+    return [
+        *(hit for table_hits in hits for hit in table_hits),
+        *_reference_hits(typed, limit),
+        *_date_order_hits(typed, limit),
+        *_event_hits(typed, unreadable.get("outcomes", {}), limit),
+    ]
 
 
 def _schema_hits(table: str, frame: pd.DataFrame, unreadable: Mapping[str, np.ndarray], limit: int) -> list[_Hits]:
@@ -766,7 +772,7 @@ def _positions(values: pd.Series, targets: pd.Series) -> np.ndarray:
     """Each text value's position among `targets` (the first equal one); -1 where there is none.
 
     Arrow's hash lookup: pandas' isin and map on Arrow strings build the lookup set in Python,
-    which took 40 s for the references of the 2.7M measurements.
+    which made the references of the 2.7M-row benchmark take tens of seconds.
     """
     found = pc.index_in(_arrow_text(values), value_set=_arrow_text(targets))
     return found.fill_null(-1).to_numpy(zero_copy_only=False)

@@ -370,10 +370,13 @@ def _insert(conn: Connection, name: str, frame: pd.DataFrame) -> None:
     quote = conn.dialect.identifier_preparer.quote
     target = f"{quote(name)} ({', '.join(map(quote, columns))})"
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(f"COPY {target} FROM STDIN") as copy:
-            for rows in _row_batches(frame, name, columns, dates_as_text=False, order=order):
-                for row in rows:
-                    copy.write_row(row)
+        try:
+            with conn.connection.driver_connection.cursor() as cursor, cursor.copy(f"COPY {target} FROM STDIN") as copy:
+                for rows in _row_batches(frame, name, columns, dates_as_text=False, order=order):
+                    for row in rows:
+                        copy.write_row(row)
+        except conn.dialect.loaded_dbapi.IntegrityError as error:  # the driver's own: SQLAlchemy is bypassed
+            raise exc.IntegrityError(f"COPY {name}", None, error) from error
         return
     sql = f"INSERT INTO {target} VALUES ({', '.join([_placeholder(conn)] * len(columns))})"
     for rows in _row_batches(frame, name, columns, _dates_as_text(conn), order):

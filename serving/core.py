@@ -11,11 +11,14 @@ scale, so base value + factors = the log-odds whose probability is shown.
 and, on a background thread, notices when the alias moves and swaps the new version in with one
 reference assignment: a request reads the reference once, so it is scored wholly by one version.
 
-Use from the page:
-    predictor = Predictor(load_settings()); predictor.start()
+Use (the service and the caseworker page):
+    predictor = Predictor(load_settings()); predictor.start()       # or Predictor.of_model(model)
     history = history_from_dataset(features.store.load(url, [citizen_id]), citizen_id)
-    prediction = predictor.predict(history)            # schemas.Prediction
-    alternative = predictor.what_if(history, citizen={"self_efficacy": 4})
+    prediction = predictor.predict(history)                         # schemas.Prediction, audited
+    predictions = predictor.predict_many(histories)                 # one feature build, one model call
+    alternative = predictor.what_if(history, citizen={"self_efficacy": 4})   # not audited
+    info = predictor.model_info()                                   # schemas.ModelInfo
+    score(predictor.loaded, histories)                              # the same, without the audit
 """
 
 from __future__ import annotations
@@ -114,9 +117,10 @@ class LoadedModel:
     version: str
     alias: str
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    factors: Factors = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "factors", Factors.of(self.model.catalogue))
+        object.__setattr__(self, "factors", Factors.of(self.model.catalogue))  # frozen: set once here
 
     @property
     def ref(self) -> ModelRef:

@@ -314,6 +314,21 @@ def number(value: float, digits: int, lang: str, signed: bool = False) -> str:
     return text.replace(".", ",") if lang == "da" else text
 
 
+def count(n: int, lang: str) -> str:
+    """A whole number with thousands separated (3.880 in Danish, 3,880 in English)."""
+    return f"{n:,}".replace(",", "." if lang == "da" else ",")
+
+
+def label(item: Any, lang: str) -> str:
+    """The label of a catalogue item or factor (anything with `label_da` and `label_en`) in `lang`."""
+    return getattr(item, f"label_{lang}")
+
+
+def _pick(labels: tuple[str, str], lang: str) -> str:
+    """The Danish or the English of a (Danish, English) pair of the catalogue."""
+    return labels[0] if lang == "da" else labels[1]
+
+
 def intervention_label(code: str, lang: str) -> str:
     """An intervention's label: the catalogue's Danish label, or its code in words in English."""
     # TODO(lead): give features.catalogue.Intervention an English label and use it here.
@@ -362,7 +377,7 @@ def contribution_chart(factors: Sequence[Factor], lang: str) -> BarChart:
         bars.append(
             Bar(
                 key=f.key,
-                label=f.label_da if lang == "da" else f.label_en,
+                label=label(f, lang),
                 contribution=f.contribution,
                 direction=f.direction,
                 citizen=f.scores.citizen if f.scores else None,
@@ -417,8 +432,7 @@ def history_panels(history: CitizenHistory, lang: str) -> list[Panel]:
         cells = [(getattr(m.citizen, item.code, None), getattr(m.caseworker, item.code)) for m in rounds]
         cit = [(x(m.measured_on), answer_y(a), a) for m, (a, _) in zip(rounds, cells, strict=True) if a is not None]
         cw = [(x(m.measured_on), answer_y(b), b) for m, (_, b) in zip(rounds, cells, strict=True) if b is not None]
-        label = item.label_da if lang == "da" else item.label_en
-        panels.append(Panel(item.code, label, cit, cw, _path(cit), _path(cw), cells))
+        panels.append(Panel(item.code, label(item, lang), cit, cw, _path(cit), _path(cw), cells))
     return panels
 
 
@@ -496,10 +510,6 @@ def intervention_timeline(history: CitizenHistory, lang: str) -> Timeline:
     )
 
 
-def _pick(labels: tuple[str, str], lang: str) -> str:
-    return labels[0] if lang == "da" else labels[1]
-
-
 # ---------------------------------------------------------------------------------------------
 # What would move it
 
@@ -546,7 +556,7 @@ def step_ups(predictor: Predictor, history: CitizenHistory, now: Prediction, lan
     rows = [
         StepUp(
             code=item.code,
-            label=item.label_da if lang == "da" else item.label_en,
+            label=label(item, lang),
             citizen=answers[0],
             caseworker=answers[1],
             probability=p.probability,
@@ -555,7 +565,7 @@ def step_ups(predictor: Predictor, history: CitizenHistory, now: Prediction, lan
         for (item, answers), p in zip(movable, predictions, strict=True)
     ]
     rows.sort(key=lambda r: -r.change)
-    return rows, [item.label_da if lang == "da" else item.label_en for item, _ in at_top]
+    return rows, [label(item, lang) for item, _ in at_top]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,8 +588,8 @@ def statement(info: ModelInfo, lang: str) -> list[str]:
     if fp.get("rows"):
         sentences.append(
             t["statement_trained"].format(
-                rows=f"{fp['rows']:,}".replace(",", "." if lang == "da" else ","),
-                citizens=f"{fp.get('citizens', 0):,}".replace(",", "." if lang == "da" else ","),
+                rows=count(fp["rows"], lang),
+                citizens=count(fp.get("citizens", 0), lang),
                 first=fp.get("first_measured_on", "?"),
                 last=fp.get("last_measured_on", "?"),
             )
@@ -755,6 +765,7 @@ def create_app(
     )
     env.filters["percent"] = percent
     env.filters["number"] = number
+    env.filters["label"] = label
     env.filters["pathquote"] = lambda value: quote(str(value), safe="")
     audits: dict[Path, AssessmentAudit] = {}
 

@@ -3,7 +3,8 @@
 Thin by design: it loads the champion model into a `serving.core.Predictor`, lets pydantic
 (`serving.schemas`) validate the body, and calls the same `core` functions as the caseworker page.
 
-Endpoints: POST /predict, POST /predict_batch, GET /model; BentoML adds /livez, /readyz (not ready
+Endpoints: POST /predict, POST /predict_batch, GET /model, and the caseworker page under
+/caseworker (serving/page.py, same Predictor); BentoML adds /livez, /readyz (not ready
 until a model is loaded), /metrics and the OpenAPI document at /docs.json. Client mistakes answer
 4xx: 400 with pydantic's `detail` (each error's `loc` names the field), 413 for a body over the
 limit, 415 for a body that is not JSON; 503 while no model is loaded.
@@ -25,11 +26,11 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from serving.core import ModelUnavailable, Predictor
+from serving.page import PAGE_PATH, create_app
 from serving.schemas import BatchPrediction, BatchRequest, ModelInfo, Prediction, PredictRequest
 
 MiB = 1024 * 1024
 BODY_LIMITS: dict[str, int] = {"/predict": 1 * MiB, "/predict_batch": 64 * MiB}
-DEFAULT_BODY_LIMIT = 1 * MiB
 POLL_SECONDS = 5.0
 
 Scope = dict[str, Any]
@@ -38,21 +39,22 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class RequestLimits:
-    """ASGI middleware: a POST body must be JSON (415 otherwise) and at most its path's limit (413).
+    """ASGI middleware for the JSON APIs in `limits`: a POST body must be JSON (415 otherwise) and at
+    most the path's limit (413). Other paths (the caseworker page's forms) pass untouched.
 
     The body is read here, up to the limit, and replayed to the application, so a chunked upload
     without Content-Length cannot get past the limit either.
     """
 
-    def __init__(self, app: Any, limits: Mapping[str, int], default: int) -> None:
-        self.app, self.limits, self.default = app, dict(limits), default
+    def __init__(self, app: Any, limits: Mapping[str, int]) -> None:
+        self.app, self.limits = app, dict(limits)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        path = scope.get("path", "").rstrip("/") or "/"
+        if scope["type"] != "http" or scope["method"] != "POST" or path not in self.limits:
             await self.app(scope, receive, send)
             return
-        path = scope["path"].rstrip("/") or "/"
-        limit = self.limits.get(path, self.default)
+        limit = self.limits[path]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if media_type != "application/json":
@@ -98,10 +100,16 @@ def unavailable(error: ModelUnavailable) -> Response:
     return JSONResponse({"error": str(error)}, status_code=503)
 
 
-extra = FastAPI(title="bip job chance: model information")
+def current_predictor() -> Predictor:
+    """The running service's Predictor, for the caseworker page (looked up per request)."""
+    return bentoml.get_current_service().predictor
+
+
+extra = FastAPI(title="bip job chance: model information", docs_url=None, redoc_url=None, openapi_url=None)
 
 
 @bentoml.service(name="JobChance", traffic={"timeout": 60}, threads=4)
+@bentoml.asgi_app(create_app(current_predictor), path=PAGE_PATH, name="caseworker-page")
 @bentoml.asgi_app(extra, path="/", name="model-info")
 class JobChance:
     """The chance that a citizen on social assistance enters a job or education within 12 months,
@@ -152,4 +160,4 @@ class JobChance:
             return unavailable(error)
 
 
-JobChance.add_asgi_middleware(RequestLimits, limits=BODY_LIMITS, default=DEFAULT_BODY_LIMIT)
+JobChance.add_asgi_middleware(RequestLimits, limits=BODY_LIMITS)

@@ -133,8 +133,24 @@ def evaluate(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    log_to_project_run(metrics, out)
     shown = ", ".join(f"{k} {metrics[f'test_{k}']:.4f}" for k in ("roc_auc", "brier", "ece"))
     typer.echo(f"{shown}; written to {out}")
+
+
+def log_to_project_run(metrics: dict[str, float], report: Path) -> None:
+    """Under `mlflow run` (MLFLOW_RUN_ID set), log the metrics and the report into its run."""
+    import math
+    import os
+
+    import mlflow
+
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+        mlflow.log_artifact(str(report))
 
 
 COMMANDS = [train, predict, evaluate]

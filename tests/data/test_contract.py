@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pytest
@@ -287,7 +286,8 @@ def test_validate_dataset_checks_an_in_memory_dataset(folder: Path) -> None:
 
 
 def test_runner_reports_the_cells_pandera_reports(folder: Path) -> None:
-    citizens = read_dataset(folder)[0].citizens
+    dataset, _ = read_dataset(folder)
+    citizens = dataset.citizens.copy()
     citizens.loc[0, "birth_year"] = 1900
     citizens.loc[1, "gender"] = "X"
     citizens.loc[2, "citizen_id"] = "c1"
@@ -297,7 +297,7 @@ def test_runner_reports_the_cells_pandera_reports(folder: Path) -> None:
 
     with pytest.raises(pa.errors.SchemaErrors) as caught:
         contract_schema("citizens").validate(frame, lazy=True)
-    ours = validate_dataset(Dataset(**{**read_dataset(folder)[0].tables(), "citizens": citizens}))
+    ours = validate_dataset(Dataset(**{**dataset.tables(), "citizens": citizens}))
 
     cases = caught.value.failure_cases
     assert {(int(i), c) for i, c in zip(cases["index"], cases["column"], strict=True)} == {
@@ -517,6 +517,24 @@ def test_non_utf8_bytes(folder: Path) -> None:
     assert "not UTF-8" in problem.message and "\\xc5rhus" in problem.message
 
 
+def test_line_break_in_a_quoted_value_does_not_shift_row_numbers(folder: Path) -> None:
+    set_cell(folder, "citizens", 1, "jobcentre", "Aarhus\nNord")
+    set_cell(folder, "citizens", 3, "gender", "X")
+
+    problem = only_problem(folder)
+
+    assert where(problem) == ("citizens", 3, "gender")
+
+
+def test_windows_line_endings_are_accepted(folder: Path) -> None:
+    path = folder / "outcomes.csv"
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+
+    dataset, _ = read_dataset(folder)
+
+    assert dataset.outcomes["followed_until"].iloc[2] == pd.Timestamp("2016-12-31")
+
+
 def test_row_with_wrong_field_count_keeps_later_rows_numbered(folder: Path) -> None:
     set_cell(folder, "measurements", 3, "cw_concentration", "9")
     path = folder / "measurements.csv"
@@ -544,6 +562,16 @@ def test_missing_column(folder: Path) -> None:
 
     assert where(problem) == ("citizens", None, "children")
     assert "missing" in problem.message
+
+
+def test_semicolon_separated_file(folder: Path) -> None:
+    path = folder / "caseworkers.csv"
+    path.write_text(path.read_text(encoding="utf-8").replace(",", ";"), encoding="utf-8")
+
+    problem = only_problem(folder)
+
+    assert where(problem) == ("caseworkers", None, None)
+    assert "semicolons" in problem.message
 
 
 def test_missing_table(folder: Path) -> None:
@@ -645,12 +673,22 @@ def test_message_names_file_row_and_column(folder: Path) -> None:
     assert "measurements.csv row 2, column cw_concentration: 7 is outside 1-5" in str(caught.value)
 
 
-def test_whole_float_in_a_parquet_int_column_is_read(folder: Path) -> None:
-    rows = pd.DataFrame(VALID["citizens"]).assign(birth_year=[1970.0, 1965.0, np.nan])
+def test_dictionary_encoded_parquet_column_is_read(folder: Path) -> None:
+    rows = pd.DataFrame(VALID["outcomes"]).astype({"event": "category"})
+    rows.to_parquet(folder / "outcomes.parquet")
+    (folder / "outcomes.csv").unlink()
+
+    dataset, _ = read_dataset(folder)
+
+    assert dataset.outcomes["event"].tolist() == ["job", "none", "education"]
+
+
+def test_parquet_int_column_stored_as_float_must_hold_whole_numbers(folder: Path) -> None:
+    rows = pd.DataFrame(VALID["citizens"]).assign(birth_year=[1970.0, 1965.5, 1980.0])
     rows.to_parquet(folder / "citizens.parquet")
     (folder / "citizens.csv").unlink()
 
     problem = only_problem(folder)
 
-    assert where(problem) == ("citizens", 3, "birth_year")
-    assert problem.message == "the cell is empty but required"
+    assert where(problem) == ("citizens", 2, "birth_year")
+    assert problem.message.startswith("1965.5 is not a whole number")

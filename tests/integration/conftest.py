@@ -47,9 +47,23 @@ def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
         admin.dispose()
 
 
-def scores(citizen: int | None, caseworker: int | None) -> dict[str, int | None]:
-    """One measurement's answers: every citizen question `citizen`, every caseworker question `caseworker`."""
-    return {**{c: citizen for c in CITIZEN_COLUMNS}, **{c: caseworker for c in CASEWORKER_COLUMNS}}
+def measurement(
+    measurement_id: str,
+    citizen_id: str,
+    caseworker_id: str,
+    measured_on: str,
+    citizen: int | None,
+    caseworker: int | None,
+) -> dict[str, object]:
+    """One measurement row: every citizen answer `citizen`, every caseworker answer `caseworker` (None: unanswered)."""
+    return {
+        "measurement_id": measurement_id,
+        "citizen_id": citizen_id,
+        "caseworker_id": caseworker_id,
+        "measured_on": measured_on,
+        **dict.fromkeys(CITIZEN_COLUMNS, citizen),
+        **dict.fromkeys(CASEWORKER_COLUMNS, caseworker),
+    }
 
 
 def small_dataset() -> Dataset:
@@ -77,12 +91,12 @@ def small_dataset() -> Dataset:
     )
     measurements = pd.DataFrame(
         [
-            {"measurement_id": "m1", "citizen_id": "c10", "caseworker_id": "cw-1", "measured_on": "2013-03-10", **scores(2, 3)},
-            {"measurement_id": "m2", "citizen_id": "c10", "caseworker_id": "cw-1", "measured_on": "2013-06-12", **scores(None, 4)},
-            {"measurement_id": "m3", "citizen_id": "C2", "caseworker_id": "cw-2", "measured_on": "2013-05-20", **scores(5, None)},
-            {"measurement_id": "m4", "citizen_id": "c2", "caseworker_id": "cw-1", "measured_on": "2014-01-10", **scores(1, 1)},
+            measurement("m1", "c10", "cw-1", "2013-03-10", citizen=2, caseworker=3),
+            measurement("m2", "c10", "cw-1", "2013-06-12", citizen=None, caseworker=4),
+            measurement("m3", "C2", "cw-2", "2013-05-20", citizen=5, caseworker=None),
+            measurement("m4", "c2", "cw-1", "2014-01-10", citizen=1, caseworker=1),
         ]
-    )  # fmt: skip
+    )
     interventions = pd.DataFrame(
         {
             "citizen_id": ["c10", "c10", "C2", "c2"],

@@ -135,6 +135,10 @@ def served(tmp_path_factory) -> Iterator[Served]:
     }
     for name in ("BIP_DATABASE_URL", "BIP_AUDIT_LOG", "BIP_MODEL_NAME", "BIP_MODEL_ALIAS", "MLFLOW_RUN_ID"):
         env.pop(name, None)
+    # Create the store's tables here, once, rather than in a race between the server and training.
+    from training.registry import client as registry_client
+
+    registry_client(tracking_uri).search_registered_models()
     port = free_port()
     log = home / "server.log"
     process = start_server(env, port, log)

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -302,7 +303,9 @@ def test_no_model_answers_503_and_the_search_still_works(tmp_path):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://page") as client:
             return [await client.get(path) for path in paths]
 
-    citizen, model, search = asyncio.run(get("/citizen/c10", "/model?lang=en", "/?q=c"))
+    # On a thread of its own: Playwright's sync API keeps an event loop running on this one.
+    with ThreadPoolExecutor(1) as thread:
+        citizen, model, search = thread.submit(asyncio.run, get("/citizen/c10", "/model?lang=en", "/?q=c")).result()
     assert citizen.status_code == 503 and "Ingen model lige nu" in citizen.text
     assert model.status_code == 503 and "No model right now" in model.text
     assert search.status_code == 200 and "c10" in search.text and "c2" in search.text
