@@ -70,7 +70,7 @@ class ResearchConfig:
     horizon_months: int = 12
     level: float = 0.95
     seed: int = 2013
-    quadrature_nodes: int = 9
+    quadrature_nodes: int = 7
     orientation_threshold: float = 3.0
     effective_quantile: float = 0.9
     draws: int = 200
@@ -138,7 +138,7 @@ def research_data(dataset: Dataset, horizon_months: int = 12) -> ResearchData:
     return ResearchData(dataset, features, window, person_rounds(dataset, features, window))
 
 
-def fit_hazard_models(data: ResearchData, spec: DesignSpec, nodes: int | None = 9) -> HazardModels:
+def fit_hazard_models(data: ResearchData, spec: DesignSpec, nodes: int | None = 7) -> HazardModels:
     """The hazard design of `spec`, its logit (cluster-robust by caseworker) and, unless `nodes` is
     None, the same model with a random intercept per caseworker."""
     rounds = data.rounds
@@ -171,7 +171,9 @@ def cluster_means(values: np.ndarray, category: np.ndarray, groups: np.ndarray, 
         sums = (part["v"] - mean).groupby(part["g"]).sum()
         clusters = len(sums)
         se = float(np.sqrt((sums**2).sum() * clusters / max(clusters - 1, 1)) / len(part))
-        rows.append({"category": name, "n": len(part), "mean": mean, "se": se, "low": mean - z * se, "high": mean + z * se})
+        rows.append(
+            {"category": name, "n": len(part), "mean": mean, "se": se, "low": mean - z * se, "high": mean + z * se}
+        )
     return pd.DataFrame(rows)
 
 
@@ -185,7 +187,9 @@ def figure(width: float = 7.0, height: float = 4.0) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def forest_plot(labels: list[str], estimate: np.ndarray, low: np.ndarray, high: np.ndarray, xlabel: str, title: str) -> Figure:
+def forest_plot(
+    labels: list[str], estimate: np.ndarray, low: np.ndarray, high: np.ndarray, xlabel: str, title: str
+) -> Figure:
     """Point estimates with interval bars, one row per label, a dashed line at 0."""
     fig = figure(9, 1.6 + 0.5 * len(labels))
     ax = fig.subplots()
@@ -210,7 +214,13 @@ def indicator_effects(fit: LogitFit, level: float) -> pd.DataFrame:
         for source in ("cit", "cw"):
             term = f"{source}_{code}"
             estimate, se = float(fit.params[term]), float(fit.se[term])
-            row.update({f"{source}_log_odds": estimate, f"{source}_low": estimate - z * se, f"{source}_high": estimate + z * se})
+            row.update(
+                {
+                    f"{source}_log_odds": estimate,
+                    f"{source}_low": estimate - z * se,
+                    f"{source}_high": estimate + z * se,
+                }
+            )
         estimate, se, low, high = combined_effect(fit, [f"cit_{code}", f"cw_{code}"], level)
         row.update({"log_odds": estimate, "se": se, "low": low, "high": high})
         rows.append(row)
@@ -283,7 +293,9 @@ def indicator_analysis(
     top = table.sort_values("log_odds", ascending=False).head(4)
     findings.append(
         "Strongest associations (odds ratio per step of the indicator, citizen's and caseworker's answer together): "
-        + "; ".join(f"{r.label} {r.odds_ratio:.2f} [{r.odds_ratio_low:.2f}, {r.odds_ratio_high:.2f}]" for r in top.itertuples())
+        + "; ".join(
+            f"{r.label} {r.odds_ratio:.2f} [{r.odds_ratio_low:.2f}, {r.odds_ratio_high:.2f}]" for r in top.itertuples()
+        )
         + "."
     )
     if importance is not None:
@@ -318,8 +330,9 @@ def indicator_analysis(
         method=(
             "Discrete-time hazard logit over person-rounds: a measurement opens a round; the outcome is a job or "
             f"education within {data.window_days} days (the median gap between rounds); rounds whose follow-up ends "
-            "earlier without an event are left out. Covariates: every citizen and caseworker answer (centred on 3), the "
-            "caseworker's belief, job orientation and change, the intervention pattern of the last 3 months, background "
+            "earlier without an event are left out. Covariates: every citizen and caseworker answer (centred on 3), "
+            "the caseworker's belief, job orientation and change, the intervention pattern of the last 3 months, "
+            "background "
             "(age band, gender, origin, civil status, children, education, benefit history, job centre) and time since "
             "enrolment. Intervals are cluster-robust by caseworker. The odds ratio of an indicator is that of both "
             "answers one step higher; at a per-round hazard of a few percent it is close to the relative risk."
@@ -328,23 +341,41 @@ def indicator_analysis(
         params={"window_days": data.window_days, "level": config.level, "shap_source": importance_source or "none"},
         metrics=metrics,
         tables=[
-            Table("indicator_effects", "Odds ratio per step of each indicator, with its citizen and caseworker parts (log-odds)", shown),
-            Table("hazard_coefficients", "All coefficients of the hazard model (log-odds)", effect_rows(models.logit, list(models.logit.params.index), config.level)),
+            Table(
+                "indicator_effects",
+                "Odds ratio per step of each indicator, with its citizen and caseworker parts (log-odds)",
+                shown,
+            ),
+            Table(
+                "hazard_coefficients",
+                "All coefficients of the hazard model (log-odds)",
+                effect_rows(models.logit, list(models.logit.params.index), config.level),
+            ),
         ],
-        plots=[Plot("indicators_vs_shap", f"Odds ratios per step beside SHAP importance ({importance_source or 'no model'})", indicator_plot(table, importance, config.level))],
+        plots=[
+            Plot(
+                "indicators_vs_shap",
+                f"Odds ratios per step beside SHAP importance ({importance_source or 'no model'})",
+                indicator_plot(table, importance, config.level),
+            )
+        ],
     )
 
 
 # --- 2. caseworker belief and practice -------------------------------------------------------------
 
 
-def average_relative_change(fit: LogitFit, design: pd.DataFrame, term: str, draws: int, seed: int, level: float) -> tuple[float, float, float]:
+def average_relative_change(
+    fit: LogitFit, design: pd.DataFrame, term: str, draws: int, seed: int, level: float
+) -> tuple[float, float, float]:
     """Relative change (%) of the mean predicted chance per round when `term` goes up by one (a
     dummy: from 0 to 1 for every round), with an interval from draws of the coefficients."""
     X = design.to_numpy(float)
     k = list(design.columns).index(term)
     rng = np.random.default_rng(seed)
-    betas = np.vstack([fit.params.to_numpy(), rng.multivariate_normal(fit.params.to_numpy(), fit.cov.to_numpy(), draws)])
+    betas = np.vstack(
+        [fit.params.to_numpy(), rng.multivariate_normal(fit.params.to_numpy(), fit.cov.to_numpy(), draws)]
+    )
     binary = set(np.unique(X[:, k])) <= {0.0, 1.0}
     low_x, high_x = X.copy(), X.copy()
     if binary:
@@ -365,8 +396,7 @@ def practice_table(models: HazardModels, config: ResearchConfig) -> pd.DataFrame
     plain = effect_rows(models.logit, list(PRACTICE_TERMS), config.level).set_index("term")
     mixed = None
     if models.mixed is not None:
-        fixed = LogitFit(models.mixed.fixed, models.mixed.cov.drop(index="log_sd", columns="log_sd"), 0, 0, 0)
-        mixed = effect_rows(fixed, list(PRACTICE_TERMS), config.level).set_index("term")
+        mixed = effect_rows(models.mixed, list(PRACTICE_TERMS), config.level).set_index("term")
     rows = []
     for term, label in PRACTICE_TERMS.items():
         p = plain.loc[term]
@@ -447,11 +477,14 @@ def caseworker_practice_analysis(data: ResearchData, models: HazardModels, confi
             "highly job-oriented caseworker, and after a change of caseworker?"
         ),
         method=(
-            "The hazard model of analysis 1. exp(coefficient) - 1 is the relative change in the odds per round, close to "
+            "The hazard model of analysis 1. exp(coefficient) - 1 is the relative change in the odds per round, close "
+            "to "
             "the relative change in the chance at these low per-round hazards; the column 'average chance' gives the "
-            "change of the mean predicted chance directly (coefficients drawn from their estimated distribution for the "
+            "change of the mean predicted chance directly (coefficients drawn from their estimated distribution for "
+            "the "
             "interval). The random-intercept columns refit the model with a random effect per caseworker (analysis 4). "
-            "Residual confounding is possible: the belief is also a noisy reading of the citizen's readiness, which the "
+            "Residual confounding is possible: the belief is also a noisy reading of the citizen's readiness, which "
+            "the "
             "20 answers control for only in part."
         ),
         findings=findings,
@@ -498,7 +531,14 @@ def progression_plot(shares: pd.DataFrame, changes: pd.DataFrame, level: float) 
     at = np.arange(len(PATTERNS))
     s = shares.set_index("category").reindex(list(PATTERNS))
     left.bar(at - 0.2, 100 * s["mean"], width=0.4, yerr=100 * (s["high"] - s["mean"]), capsize=3, label="estimate")
-    left.bar(at + 0.2, [BIP_REFERENCE[f"pattern_{p}_share_pct"] for p in PATTERNS], width=0.4, color="tab:red", alpha=0.6, label="BIP")
+    left.bar(
+        at + 0.2,
+        [BIP_REFERENCE[f"pattern_{p}_share_pct"] for p in PATTERNS],
+        width=0.4,
+        color="tab:red",
+        alpha=0.6,
+        label="BIP",
+    )
     left.set_xticks(at, labels)
     left.set(ylabel="% of measurements", title="Pattern of the last 3 months")
     left.legend()
@@ -506,7 +546,10 @@ def progression_plot(shares: pd.DataFrame, changes: pd.DataFrame, level: float) 
     right.bar(at, c["mean"], yerr=[c["mean"] - c["low"], c["high"] - c["mean"]], capsize=4, color="tab:green")
     right.axhline(0.0, color="grey", linewidth=1)
     right.set_xticks(at, labels)
-    right.set(ylabel="change of the mean answer (1-5) per round", title=f"Progression after each pattern ({level:.0%} interval)")
+    right.set(
+        ylabel="change of the mean answer (1-5) per round",
+        title=f"Progression after each pattern ({level:.0%} interval)",
+    )
     return fig
 
 
@@ -515,13 +558,20 @@ def progression_analysis(data: ResearchData, config: ResearchConfig) -> Analysis
     f = data.features
     shares = pd.concat(
         [
-            cluster_means((f["pattern_3m"].astype(str) == p).to_numpy(float), np.full(len(f), p), f["citizen_id"].to_numpy(), config.level)
+            cluster_means(
+                (f["pattern_3m"].astype(str) == p).to_numpy(float),
+                np.full(len(f), p),
+                f["citizen_id"].to_numpy(),
+                config.level,
+            )
             for p in PATTERNS
         ],
         ignore_index=True,
     )
     pairs = mean_indicator_change(f, data.window_days)
-    changes = cluster_means(pairs["change"].to_numpy(), pairs["pattern_3m"].to_numpy(), pairs["citizen_id"].to_numpy(), config.level)
+    changes = cluster_means(
+        pairs["change"].to_numpy(), pairs["pattern_3m"].to_numpy(), pairs["citizen_id"].to_numpy(), config.level
+    )
     changes = changes.set_index("category").reindex(list(PATTERNS)).reset_index()
     still, still_low, still_high, citizens = still_or_back_interval(data.dataset, config.level)
     metrics = {f"share_{r.category}": float(r.mean) for r in shares.itertuples()}
@@ -537,10 +587,15 @@ def progression_analysis(data: ResearchData, config: ResearchConfig) -> Analysis
     change_table.insert(1, "label", [PATTERN_LABELS[p][1] for p in change_table["pattern"]])
     findings = [
         "Shares of measurements by pattern: "
-        + "; ".join(f"{PATTERN_LABELS[r.pattern][1]} {r.share:.1%} (BIP {r.bip_share:.0%})" for r in share_table.itertuples())
+        + "; ".join(
+            f"{PATTERN_LABELS[r.pattern][1]} {r.share:.1%} (BIP {r.bip_share:.0%})" for r in share_table.itertuples()
+        )
         + ".",
         "Mean change of the indicator answers per round, by the pattern at the later measurement: "
-        + "; ".join(f"{PATTERN_LABELS[r.pattern][1]} {interval_text(r.mean_change, r.low, r.high, digits=3)}" for r in change_table.itertuples())
+        + "; ".join(
+            f"{PATTERN_LABELS[r.pattern][1]} {interval_text(r.mean_change, r.low, r.high, digits=3)}"
+            for r in change_table.itertuples()
+        )
         + f". Ordered: {' > '.join(order)}.",
         f"With no intervention the indicators decline by {-none['mean']:.3f} scale points per round "
         f"[{-none['high']:.3f}, {-none['low']:.3f}].",
@@ -550,7 +605,10 @@ def progression_analysis(data: ResearchData, config: ResearchConfig) -> Analysis
     return Analysis(
         key="progression",
         title="3. Interventions and progression",
-        question="Which intervention patterns go with progression on the indicators, and how many citizens stand still or go back?",
+        question=(
+            "Which intervention patterns go with progression on the indicators, and how many citizens stand still or "
+            "go back?"
+        ),
         method=(
             "The pattern of the last 3 months at each measurement (job-oriented with another type, job-oriented alone, "
             "only other types, none). Progression is the change of the mean of the 20 indicator answers (citizen and "
@@ -569,8 +627,24 @@ def progression_analysis(data: ResearchData, config: ResearchConfig) -> Analysis
             Table(
                 "still_or_back",
                 "Citizens who stand still or go back",
-                pd.DataFrame([{"citizens": citizens, "share": still, "low": still_low, "high": still_high, "bip_share": BIP_REFERENCE["still_or_back_pct"] / 100}]),
+                pd.DataFrame(
+                    [
+                        {
+                            "citizens": citizens,
+                            "share": still,
+                            "low": still_low,
+                            "high": still_high,
+                            "bip_share": BIP_REFERENCE["still_or_back_pct"] / 100,
+                        }
+                    ]
+                ),
             ),
         ],
-        plots=[Plot("progression", "Pattern shares beside BIP, and the progression after each pattern", progression_plot(shares, changes, config.level))],
+        plots=[
+            Plot(
+                "progression",
+                "Pattern shares beside BIP, and the progression after each pattern",
+                progression_plot(shares, changes, config.level),
+            )
+        ],
     )

@@ -49,7 +49,10 @@ def thought_experiment_spec(config: ResearchConfig) -> DesignSpec:
     """Covariates fixed at the first measurement, the caseworker's orientation, background, time:
     nothing the caseworker changes along the way, so the caseworker's effect is the total one."""
     return DesignSpec(
-        indicators="baseline", caseworker="orientation", patterns=False, orientation_threshold=config.orientation_threshold
+        indicators="baseline",
+        caseworker="orientation",
+        patterns=False,
+        orientation_threshold=config.orientation_threshold,
     )
 
 
@@ -92,7 +95,10 @@ def projected_shares(p: Projection, params: pd.Series, quantile: float, nodes: i
     """(share under actual caseworkers, share with every caseworker at the effect quantile)."""
     sd = float(np.exp(params[LOG_SD]))
     z, log_w = standard_normal_nodes(nodes)
-    actual = sum(np.exp(w) * event_probabilities(p, params, np.full(len(p.static), sd * q)) for q, w in zip(z, log_w, strict=True))
+    actual = sum(
+        np.exp(w) * event_probabilities(p, params, np.full(len(p.static), sd * q))
+        for q, w in zip(z, log_w, strict=True)
+    )
     effective = event_probabilities(p, params, np.full(len(p.static), sd * norm.ppf(quantile)))
     return float(np.mean(actual)), float(np.mean(effective))
 
@@ -106,29 +112,50 @@ def thought_experiment(data: ResearchData, models: HazardModels, config: Researc
     actual, effective = projected_shares(p, fit.params, config.effective_quantile, nodes)
     rng = np.random.default_rng(config.seed)
     draws = rng.multivariate_normal(fit.params.to_numpy(), fit.cov.to_numpy(), config.draws)
-    drawn = np.array([projected_shares(p, pd.Series(d, index=fit.params.index), config.effective_quantile, nodes) for d in draws])
+    drawn = np.array(
+        [projected_shares(p, pd.Series(d, index=fit.params.index), config.effective_quantile, nodes) for d in draws]
+    )
     alpha = (1 - config.level) / 2
     (a_low, e_low, d_low), (a_high, e_high, d_high) = np.quantile(
         np.column_stack([drawn, drawn[:, 1] - drawn[:, 0]]), [alpha, 1 - alpha], axis=0
     )
+    a_se, e_se = drawn.std(axis=0, ddof=1)
+    d_se = float(np.std(drawn[:, 1] - drawn[:, 0], ddof=1))
     observed = float((data.dataset.outcomes["event"] != "none").mean())
+    reference = BIP_REFERENCE["event_share_pct"] / 100, BIP_REFERENCE["effective_caseworker_share_pct"] / 100
     return pd.DataFrame(
         [
-            {"scenario": "observed in the data", "share": observed, "low": np.nan, "high": np.nan, "bip_share": BIP_REFERENCE["event_share_pct"] / 100},
-            {"scenario": "projected, actual caseworkers", "share": actual, "low": a_low, "high": a_high, "bip_share": np.nan},
+            {
+                "scenario": "observed in the data",
+                "share": observed,
+                "se": np.nan,
+                "low": np.nan,
+                "high": np.nan,
+                "bip_share": reference[0],
+            },
+            {
+                "scenario": "projected, actual caseworkers",
+                "share": actual,
+                "se": a_se,
+                "low": a_low,
+                "high": a_high,
+                "bip_share": np.nan,
+            },
             {
                 "scenario": f"projected, every caseworker at the {config.effective_quantile:.0%} quantile",
                 "share": effective,
+                "se": e_se,
                 "low": e_low,
                 "high": e_high,
-                "bip_share": BIP_REFERENCE["effective_caseworker_share_pct"] / 100,
+                "bip_share": reference[1],
             },
             {
-                "scenario": "increase (percentage points / 100)",
+                "scenario": "increase (share points)",
                 "share": effective - actual,
+                "se": d_se,
                 "low": d_low,
                 "high": d_high,
-                "bip_share": (BIP_REFERENCE["effective_caseworker_share_pct"] - BIP_REFERENCE["event_share_pct"]) / 100,
+                "bip_share": reference[1] - reference[0],
             },
         ]
     )
@@ -154,7 +181,10 @@ def effects_plot(fit: MixedFit, level: float) -> Figure:
     ax = fig.subplots()
     at = np.arange(len(effects))
     ax.fill_between(
-        at, effects["posterior_mean"] - z * effects["posterior_sd"], effects["posterior_mean"] + z * effects["posterior_sd"], alpha=0.3
+        at,
+        effects["posterior_mean"] - z * effects["posterior_sd"],
+        effects["posterior_mean"] + z * effects["posterior_sd"],
+        alpha=0.3,
     )
     ax.plot(at, effects["posterior_mean"], color="tab:blue")
     ax.axhline(0.0, color="grey", linestyle="--", linewidth=1)
@@ -170,23 +200,35 @@ def rates_plot(data: ResearchData, fit: MixedFit) -> Figure:
     """Share of each caseworker's citizens (at their first measurement) who entered a job or
     education, and the shrunken effects: raw rates vary more than the caseworkers do."""
     first = data.features.groupby("citizen_id", sort=False).head(1)
-    caseworker = data.dataset.measurements.set_index("measurement_id")["caseworker_id"].reindex(first["measurement_id"]).to_numpy()
+    caseworker = (
+        data.dataset.measurements.set_index("measurement_id")["caseworker_id"]
+        .reindex(first["measurement_id"])
+        .to_numpy()
+    )
     event = data.dataset.outcomes.set_index("citizen_id")["event"].reindex(first["citizen_id"]).to_numpy() != "none"
     rates = pd.Series(event).groupby(caseworker).agg(["mean", "size"])
     rates = rates[rates["size"] >= 5]
     fig = figure(10, 3.8)
     left, right = fig.subplots(1, 2)
     left.hist(100 * rates["mean"], bins=20, color="tab:blue")
-    left.set(xlabel="% of the caseworker's citizens in job or education", ylabel="caseworkers", title="Raw rates (≥5 citizens)")
+    left.set(
+        xlabel="% of the caseworker's citizens in job or education",
+        ylabel="caseworkers",
+        title="Raw rates (≥5 citizens)",
+    )
     right.hist(fit.effects["posterior_mean"], bins=20, color="tab:green")
-    right.set(xlabel="shrunken effect (log-odds per round)", ylabel="caseworkers", title="Beyond the citizens' characteristics")
+    right.set(
+        xlabel="shrunken effect (log-odds per round)",
+        ylabel="caseworkers",
+        title="Beyond the citizens' characteristics",
+    )
     return fig
 
 
 def caseworker_effect_analysis(data: ResearchData, models: HazardModels, config: ResearchConfig) -> Analysis:
     """Analysis 4: caseworker variation (random intercepts with shrinkage) and the thought experiment."""
     if models.mixed is None:
-        raise ValueError("analysis 4 needs the random-intercept model: fit_hazard_models(..., nodes=9)")
+        raise ValueError("analysis 4 needs the random-intercept model: fit_hazard_models(..., nodes=7)")
     y = data.rounds["event"].to_numpy(float)
     sd_low, sd_high = models.mixed.sd_interval(config.level)
     statistic, p_value = variance_test(models, y)
@@ -214,6 +256,7 @@ def caseworker_effect_analysis(data: ResearchData, models: HazardModels, config:
         "effective_share": float(effective["share"]),
         "effective_share_low": float(effective["low"]),
         "effective_share_high": float(effective["high"]),
+        "effective_share_se": float(effective["se"]),
     }
     findings = [
         f"Caseworkers differ beyond their citizens: the sd of caseworker effects on the log-odds per round is "
@@ -232,23 +275,31 @@ def caseworker_effect_analysis(data: ResearchData, models: HazardModels, config:
     sd_table = pd.DataFrame(
         [
             {"model": "current answers (direct effect)", "sd": models.mixed.sd, "low": sd_low, "high": sd_high},
-            {"model": "first-measurement answers (total effect)", "sd": total.mixed.sd, "low": total_low, "high": total_high},
+            {
+                "model": "first-measurement answers (total effect)",
+                "sd": total.mixed.sd,
+                "low": total_low,
+                "high": total_high,
+            },
         ]
     )
     return Analysis(
         key="caseworker_effects",
         title="4. Caseworker effects",
         question=(
-            "How much do job rates differ between caseworkers beyond their citizens' characteristics, and what if every "
+            "How much do job rates differ between caseworkers beyond their citizens' characteristics, and what if "
+            "every "
             'citizen had an "effective" caseworker?'
         ),
         method=(
             "Random-intercept logit over person-rounds (maximum likelihood, Gauss-Hermite quadrature over each "
             "caseworker's effect), with the covariates of analysis 1; caseworker effects are shrunk towards 0 "
-            "(empirical Bayes posterior means). Thought experiment: a second random-intercept model with the answers of "
+            "(empirical Bayes posterior means). Thought experiment: a second random-intercept model with the answers "
+            "of "
             "the first measurement, projecting each citizen's rounds from enrolment to the end of the data (with the "
             "dropout measured in the data), once with the caseworker effect integrated over its distribution and once "
-            f"with every caseworker at the {q:.0%} quantile of it. Intervals from {config.draws} draws of the parameters."
+            f"with every caseworker at the {q:.0%} quantile of it. Intervals from {config.draws} draws of the "
+            "parameters."
         ),
         findings=findings,
         params={
@@ -262,10 +313,22 @@ def caseworker_effect_analysis(data: ResearchData, models: HazardModels, config:
         tables=[
             Table("caseworker_sd", "Standard deviation of caseworker effects (log-odds per round)", sd_table),
             Table("thought_experiment", "Share of citizens in job or education during follow-up", shares),
-            Table("caseworker_effects", "Shrunken effect of each caseworker (posterior mean and sd)", effects.sort_values("posterior_mean")),
+            Table(
+                "caseworker_effects",
+                "Shrunken effect of each caseworker (posterior mean and sd)",
+                effects.sort_values("posterior_mean"),
+            ),
         ],
         plots=[
-            Plot("caseworker_effects", "Caseworker effects with posterior intervals", effects_plot(models.mixed, config.level)),
-            Plot("caseworker_rates", "Raw job rates per caseworker and the shrunken effects", rates_plot(data, models.mixed)),
+            Plot(
+                "caseworker_effects",
+                "Caseworker effects with posterior intervals",
+                effects_plot(models.mixed, config.level),
+            ),
+            Plot(
+                "caseworker_rates",
+                "Raw job rates per caseworker and the shrunken effects",
+                rates_plot(data, models.mixed),
+            ),
         ],
     )

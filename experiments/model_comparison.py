@@ -75,7 +75,9 @@ def metric_plot(table: pd.DataFrame) -> Figure:
     models = list(dict.fromkeys(table["model"]))
     at = np.arange(len(models))[::-1]
     for ax, metric in zip(axes, ("roc_auc", "brier"), strict=True):
-        for shift, (validation, color) in zip((-0.12, 0.12), zip(VALIDATIONS.values(), ("tab:blue", "tab:orange"), strict=True), strict=True):
+        for shift, (validation, color) in zip(
+            (-0.12, 0.12), zip(VALIDATIONS.values(), ("tab:blue", "tab:orange"), strict=True), strict=True
+        ):
             part = table[table["validation"] == validation].set_index("model").reindex(models)
             ax.errorbar(
                 part[metric],
@@ -104,7 +106,9 @@ def shap_importance(result, split) -> pd.Series:
     names = list(catalogue["name"])
     matrix = xgb.DMatrix(split.X_test, missing=np.nan, feature_names=split.encoding.feature_names)
     contributions = np.asarray(result.oot_predictor.booster.predict(matrix, pred_contribs=True)) * result.calibration[0]
-    return importance_by_indicator(contributions[:, : len(names)], names, dict(zip(names, catalogue["belongs_to"], strict=True)))
+    return importance_by_indicator(
+        contributions[:, : len(names)], names, dict(zip(names, catalogue["belongs_to"], strict=True))
+    )
 
 
 def model_comparison_analysis(dataset: Dataset, config: ResearchConfig) -> Comparison:
@@ -118,9 +122,14 @@ def model_comparison_analysis(dataset: Dataset, config: ResearchConfig) -> Compa
     for name, learner in learners(split.encoding.catalogue, tc).items():
         result = train_family(learner, split, None, tc)
         rows += metric_rows(name, result.metrics)
-        metrics.update({f"{name}_{k}": float(v) for k, v in result.metrics.items() if k.split("_", 1)[0] in VALIDATIONS})
+        metrics.update(
+            {f"{name}_{k}": float(v) for k, v in result.metrics.items() if k.split("_", 1)[0] in VALIDATIONS}
+        )
         curves[name] = {}
-        for prefix, frame, p in (("cv", split.period, result.cv_probability), ("oot", split.test, result.oot_probability)):
+        for prefix, frame, p in (
+            ("cv", split.period, result.cv_probability),
+            ("oot", split.test, result.oot_probability),
+        ):
             labelled = labelled_rows(frame)
             curves[name][prefix] = reliability_table(
                 frame["label"].to_numpy(float)[labelled], p[labelled], frame["ipcw_weight"].to_numpy(float)[labelled]
@@ -142,7 +151,10 @@ def model_comparison_analysis(dataset: Dataset, config: ResearchConfig) -> Compa
     analysis = Analysis(
         key="model_comparison",
         title="5. Model comparison",
-        question="How much do the indicators add to background, and what do boosted trees and monotone constraints add to a logit?",
+        question=(
+            "How much do the indicators add to background, and what do boosted trees and monotone constraints add to "
+            "a logit?"
+        ),
         method=(
             "Each family of `bip train` on the same split: nested grid search in citizen-grouped folds of the training "
             "period (out-of-fold predictions), Platt calibration on them, and a refit on the whole training period "
@@ -150,7 +162,12 @@ def model_comparison_analysis(dataset: Dataset, config: ResearchConfig) -> Compa
             f"percentile bootstrap over citizens ({tc.n_boot} replicates)."
         ),
         findings=findings,
-        params={"folds": tc.folds, "out_of_time_cutoff": str(split.cutoff.date()), "n_boot": tc.n_boot, "models": ",".join(tc.models)},
+        params={
+            "folds": tc.folds,
+            "out_of_time_cutoff": str(split.cutoff.date()),
+            "n_boot": tc.n_boot,
+            "models": ",".join(tc.models),
+        },
         metrics=metrics,
         tables=[Table("model_metrics", "Metrics with 95 % bootstrap intervals, grouped CV and out of time", table)],
         plots=[

@@ -69,18 +69,24 @@ def round_window_days(features: pd.DataFrame) -> int:
     return int(round(float(gaps.median())))
 
 
-def person_rounds(dataset: Dataset, features: pd.DataFrame, window_days: int) -> pd.DataFrame:
-    """The rows of `features` whose round outcome is known, with `event` (0/1), `dropped` (follow-up
-    ended inside the round without an event; such rows are left out) and `caseworker_id`.
-
-    `features` is `build_features(dataset)`; rows whose citizen has an event on or before t are not
-    at risk and are left out too.
-    """
+def round_days(dataset: Dataset, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Day numbers per feature row: the measurement, the citizen's event (NaN: none) and the end of
+    the citizen's follow-up (NaN: no outcome row)."""
     outcomes = dataset.outcomes.set_index("citizen_id")
     citizen = features["citizen_id"].to_numpy(dtype=object)
-    t = day_number(features["measured_on"])
     event_day = day_number(outcomes["event_on"].reindex(citizen).to_numpy())
     followed = day_number(outcomes["followed_until"].reindex(citizen).to_numpy())
+    return day_number(features["measured_on"]), event_day, followed
+
+
+def person_rounds(dataset: Dataset, features: pd.DataFrame, window_days: int) -> pd.DataFrame:
+    """The rows of `features` whose round outcome is known, with `event` (0/1) and `caseworker_id`.
+
+    `features` is `build_features(dataset)`. Left out: rounds whose follow-up ends inside the round
+    without an event (unknown outcome), and rows whose citizen had an event on or before t (not at
+    risk).
+    """
+    t, event_day, followed = round_days(dataset, features)
     with np.errstate(invalid="ignore"):
         at_risk = ~(event_day <= t)
         event = (event_day > t) & (event_day <= t + window_days)
@@ -88,7 +94,6 @@ def person_rounds(dataset: Dataset, features: pd.DataFrame, window_days: int) ->
     caseworker = dataset.measurements.set_index("measurement_id")["caseworker_id"]
     out = features.assign(
         event=event.astype(float),
-        dropped=at_risk & ~observed,
         caseworker_id=caseworker.reindex(features["measurement_id"].to_numpy()).to_numpy(dtype=object),
     )
     return out[at_risk & observed].reset_index(drop=True)
@@ -97,11 +102,7 @@ def person_rounds(dataset: Dataset, features: pd.DataFrame, window_days: int) ->
 def dropout_per_round(dataset: Dataset, features: pd.DataFrame, window_days: int) -> float:
     """Share of at-risk rounds without an event whose follow-up ends inside the round, among rounds
     that end before the data do (administrative end of follow-up is not dropout)."""
-    outcomes = dataset.outcomes.set_index("citizen_id")
-    citizen = features["citizen_id"].to_numpy(dtype=object)
-    t = day_number(features["measured_on"])
-    event_day = day_number(outcomes["event_on"].reindex(citizen).to_numpy())
-    followed = day_number(outcomes["followed_until"].reindex(citizen).to_numpy())
+    t, event_day, followed = round_days(dataset, features)
     end = np.nanmax(day_number(dataset.outcomes["followed_until"]))
     with np.errstate(invalid="ignore"):
         no_event = ~((event_day > t) & (event_day <= t + window_days)) & ~(event_day <= t)

@@ -25,6 +25,7 @@ from markupsafe import Markup
 from experiments.analyses import (
     Analysis,
     ResearchConfig,
+    ResearchData,
     caseworker_practice_analysis,
     fit_hazard_models,
     indicator_analysis,
@@ -69,11 +70,10 @@ def champion_importance(settings: Any, features: pd.DataFrame) -> Importance | N
     return Importance(values, f"the registered champion {settings.model_name} version {version.version}")
 
 
-def run_analyses(dataset: Dataset, config: ResearchConfig, importance: Importance | None = None) -> list[Analysis]:
+def run_analyses(data: ResearchData, config: ResearchConfig, importance: Importance | None = None) -> list[Analysis]:
     """The five analyses in report order. Without `importance` (a champion's SHAP importance),
     analysis 1 uses the monotone XGBoost that analysis 5 fits."""
-    data = research_data(dataset, config.horizon_months)
-    comparison = model_comparison_analysis(dataset, config)
+    comparison = model_comparison_analysis(data.dataset, config)
     if importance is None:
         importance = Importance(comparison.importance, comparison.importance_source)
     models = fit_hazard_models(data, practice_spec(config), nodes=config.quadrature_nodes)
@@ -109,7 +109,9 @@ def write_files(analysis: Analysis, folder: Path) -> list[Path]:
         paths.append(path)
     findings = folder / "findings.md"
     findings.write_text(
-        f"# {analysis.title}\n\n{analysis.question}\n\n{analysis.method}\n\n" + "\n".join(f"- {line}" for line in analysis.findings) + "\n",
+        f"# {analysis.title}\n\n{analysis.question}\n\n{analysis.method}\n\n"
+        + "\n".join(f"- {line}" for line in analysis.findings)
+        + "\n",
         encoding="utf-8",
     )
     return [*paths, findings]
@@ -137,12 +139,14 @@ def log_analyses(
 
     mlflow.set_tracking_uri(tracking_uri)
     runs: dict[str, str] = {}
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(
-        experiment_id=experiment_id(experiment, artifact_root), run_name="research-report"
-    ) as parent:
+    experiment_key = experiment_id(experiment, artifact_root)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mlflow.start_run(experiment_id=experiment_key, run_name="research-report") as parent,
+    ):
         mlflow.log_params(loggable_params(run_params))
         for analysis in analyses:
-            with mlflow.start_run(run_name=analysis.key, nested=True) as child:
+            with mlflow.start_run(experiment_id=experiment_key, run_name=analysis.key, nested=True) as child:
                 mlflow.set_tags({"analysis": analysis.key, "title": analysis.title})
                 mlflow.log_params(loggable_params(analysis.params))
                 mlflow.log_metrics(loggable_metrics(analysis.metrics))
@@ -175,7 +179,9 @@ def number(value: Any) -> str:
 
 
 def table_html(frame: pd.DataFrame) -> Markup:
-    html = frame.to_html(index=False, na_rep="", border=0, classes="data", formatters={c: number for c in frame.columns})
+    html = frame.to_html(
+        index=False, na_rep="", border=0, classes="data", formatters={c: number for c in frame.columns}
+    )
     return Markup(html)
 
 
@@ -190,11 +196,21 @@ def render_html(analyses: list[Analysis], meta: dict[str, Any]) -> str:
             "method": a.method,
             "findings": a.findings,
             "tables": [
-                {"name": t.name, "caption": t.caption, "html": table_html(t.frame), "folded": len(t.frame) > FOLDED_ROWS, "rows": len(t.frame)}
+                {
+                    "name": t.name,
+                    "caption": t.caption,
+                    "html": table_html(t.frame),
+                    "folded": len(t.frame) > FOLDED_ROWS,
+                    "rows": len(t.frame),
+                }
                 for t in a.tables
             ],
             "plots": [
-                {"name": p.name, "caption": p.caption, "src": "data:image/png;base64," + base64.b64encode(png_bytes(p.figure)).decode("ascii")}
+                {
+                    "name": p.name,
+                    "caption": p.caption,
+                    "src": "data:image/png;base64," + base64.b64encode(png_bytes(p.figure)).decode("ascii"),
+                }
                 for p in a.plots
             ],
             "run_id": meta.get("runs", {}).get(a.key, ""),
@@ -225,11 +241,9 @@ def build_report(
 ) -> Path:
     """Run the analyses, log them to MLflow (the settings' tracking store) and write
     `out/report.html` with every table and plot, plus each analysis's files in `out/<analysis>/`."""
-    from features.build import build_features
-
     config = config or ResearchConfig(horizon_months=settings.horizon_months)
-    importance = champion_importance(settings, build_features(dataset, horizon_months=config.horizon_months))
-    analyses = run_analyses(dataset, config, importance)
+    data = research_data(dataset, config.horizon_months)
+    analyses = run_analyses(data, config, champion_importance(settings, data.features))
     out = Path(out)
     for analysis in analyses:
         write_files(analysis, out / analysis.key)

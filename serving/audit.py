@@ -14,27 +14,26 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-
-from serving.schemas import Prediction
+from typing import Any
 
 TOP_FACTORS = 3
 
 
-def audit_record(prediction: Prediction, at: datetime) -> dict:
-    """The audit line of one prediction, as a dict."""
-    factors = prediction.explanation.factors[:TOP_FACTORS]
+def audit_record(prediction: Mapping[str, Any], at: datetime) -> dict:
+    """The audit line of one prediction (a `schemas.Prediction` as a dict), as a dict."""
+    factors = prediction["explanation"]["factors"][:TOP_FACTORS]
     return {
         "time": at.isoformat(timespec="milliseconds"),
-        "model": prediction.model.name,
-        "model_version": prediction.model.version,
-        "citizen_id": prediction.citizen_id,
-        "as_of": prediction.as_of.isoformat(),
-        "measured_on": prediction.measured_on.isoformat(),
-        "probability": round(prediction.probability, 6),
-        "top_factors": [{"factor": f.key, "contribution": round(f.contribution, 4)} for f in factors],
+        "model": prediction["model"]["name"],
+        "model_version": prediction["model"]["version"],
+        "citizen_id": prediction["citizen_id"],
+        "as_of": str(prediction["as_of"]),
+        "measured_on": str(prediction["measured_on"]),
+        "probability": round(prediction["probability"], 6),
+        "top_factors": [{"factor": f["key"], "contribution": round(f["contribution"], 4)} for f in factors],
     }
 
 
@@ -46,7 +45,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._fd: int | None = None
 
-    def record(self, predictions: Sequence[Prediction]) -> None:
+    def record(self, predictions: Sequence[Mapping[str, Any]]) -> None:
         """Append one line per prediction, all in one write."""
         if not predictions:
             return

@@ -19,6 +19,7 @@ Use (the service and the caseworker page):
     alternative = predictor.what_if(history, citizen={"self_efficacy": 4})   # not audited
     info = predictor.model_info()                                   # schemas.ModelInfo
     score(predictor.loaded, histories)                              # the same, without the audit
+    predictor.predict_records(histories)                            # dicts, for large JSON answers
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import TypeAdapter
 
 from features.build import build_features
 from features.catalogue import (
@@ -48,10 +50,7 @@ from features.feature_catalogue import PATTERN_COLUMN, change_column, feature_ca
 from serving.schemas import (
     CitizenHistory,
     Explanation,
-    Factor,
-    FeatureContribution,
     FeatureEntry,
-    IndicatorScores,
     ModelInfo,
     ModelRef,
     Prediction,
@@ -295,39 +294,40 @@ def last_rounds(frame: pd.DataFrame) -> np.ndarray:
     return np.flatnonzero(np.r_[ids[1:] != ids[:-1], True]) if len(ids) else np.zeros(0, dtype=int)
 
 
-def _number(value: float) -> float | None:
-    return None if np.isnan(value) else float(value)
+_PREDICTIONS = TypeAdapter(list[Prediction])
+_EXPLANATIONS = TypeAdapter(list[Explanation])
 
 
-def _indicator_scores(frame: pd.DataFrame, positions: np.ndarray) -> dict[str, list[IndicatorScores]]:
+def _plain(values: np.ndarray, whole: bool = False) -> list:
+    """Floats as a list of Python numbers (ints when `whole`), None where NaN."""
+    missing = np.isnan(values)
+    out = np.where(missing, 0, values).astype(int if whole else float).astype(object)
+    out[missing] = None
+    return out.tolist()
+
+
+def _indicator_scores(frame: pd.DataFrame, positions: np.ndarray) -> dict[str, list[dict]]:
     """Per indicator, each row's citizen and caseworker score and change since the round before."""
 
-    def column(name: str) -> np.ndarray:
-        if name not in frame:
-            return np.full(len(positions), np.nan)
-        return frame[name].to_numpy(dtype=float)[positions]
+    def column(name: str, whole: bool = False) -> list:
+        values = frame[name].to_numpy(dtype=float)[positions] if name in frame else np.full(len(positions), np.nan)
+        return _plain(values, whole)
 
     out = {}
     for code in INDICATOR_CODES:
-        cit, cw = column(f"cit_{code}"), column(f"cw_{code}")
+        cit, cw = column(f"cit_{code}", whole=True), column(f"cw_{code}", whole=True)
         d_cit, d_cw = column(change_column(f"cit_{code}", CHANGE)), column(change_column(f"cw_{code}", CHANGE))
         out[code] = [
-            IndicatorScores.model_construct(
-                citizen=None if np.isnan(a) else int(a),
-                caseworker=None if np.isnan(b) else int(b),
-                citizen_change=_number(c),
-                caseworker_change=_number(d),
-            )
+            {"citizen": a, "caseworker": b, "citizen_change": c, "caseworker_change": d}
             for a, b, c, d in zip(cit, cw, d_cit, d_cw, strict=True)
         ]
     return out
 
 
-def explain(
-    loaded: LoadedModel, frame: pd.DataFrame, positions: np.ndarray, feature_contributions: bool = False
-) -> tuple[np.ndarray, list[Explanation]]:
-    """Probabilities and explanations of the rows at `positions` of a build_features frame: one model
-    call for the probabilities, one for the contributions, whatever the number of rows."""
+def _explanations(
+    loaded: LoadedModel, frame: pd.DataFrame, positions: np.ndarray, feature_contributions: bool
+) -> tuple[np.ndarray, list[dict]]:
+    """`explain`, as plain dicts (validated into pydantic models once, by the caller, in Rust)."""
     model, factors = loaded.model, loaded.factors
     X = model.matrix(frame)[positions]
     log_odds = model.log_odds(X)
@@ -337,69 +337,93 @@ def explain(
     summed = contributions[:, :n_features] @ factors.membership
     order = np.argsort(-np.abs(summed), axis=1, kind="stable")
     scores = _indicator_scores(frame, positions)
+    indicator = [kind == "indicator" for kind in factors.kinds]
+    described = [
+        {"key": k, "kind": kind, "label_da": da, "label_en": en}
+        for k, kind, da, en in zip(factors.keys, factors.kinds, factors.labels_da, factors.labels_en, strict=True)
+    ]
     explanations = []
-    for r in range(len(positions)):
-        values = summed[r].tolist()
-        factor_list = [
-            Factor.model_construct(
-                key=factors.keys[j],
-                kind=factors.kinds[j],
-                label_da=factors.labels_da[j],
-                label_en=factors.labels_en[j],
-                contribution=values[j],
-                direction="raises" if values[j] >= 0 else "lowers",
-                scores=scores[factors.keys[j]][r] if factors.kinds[j] == "indicator" else None,
-            )
-            for j in order[r].tolist()
-        ]
+    for r, (values, ranked) in enumerate(zip(summed.tolist(), order.tolist(), strict=True)):
         explanations.append(
-            Explanation.model_construct(
-                scale="log-odds",
-                base_value=float(contributions[r, -1]),
-                log_odds=float(log_odds[r]),
-                probability=float(probability[r]),
-                factors=factor_list,
-                features=_feature_list(model, X[r], contributions[r]) if feature_contributions else None,
-            )
+            {
+                "scale": "log-odds",
+                "base_value": float(contributions[r, -1]),
+                "log_odds": float(log_odds[r]),
+                "probability": float(probability[r]),
+                "factors": [
+                    {
+                        **described[j],
+                        "contribution": values[j],
+                        "direction": "raises" if values[j] >= 0 else "lowers",
+                        "scores": scores[factors.keys[j]][r] if indicator[j] else None,
+                    }
+                    for j in ranked
+                ],
+                "features": _feature_list(model, X[r], contributions[r]) if feature_contributions else None,
+            }
         )
     return probability, explanations
 
 
-def _feature_list(model: Any, x: np.ndarray, contributions: np.ndarray) -> list[FeatureContribution]:
+def _feature_list(model: Any, x: np.ndarray, contributions: np.ndarray) -> list[dict]:
     catalogue = model.catalogue
     return [
-        FeatureContribution(name=name, belongs_to=str(belongs), value=_number(float(v)), contribution=float(c))
-        for name, belongs, v, c in zip(catalogue["name"], catalogue["belongs_to"], x, contributions[:-1], strict=True)
+        {"name": name, "belongs_to": str(belongs), "value": value, "contribution": c}
+        for name, belongs, value, c in zip(
+            catalogue["name"],
+            catalogue["belongs_to"],
+            _plain(x.astype(float)),
+            contributions[:-1].tolist(),
+            strict=True,
+        )
     ]
+
+
+def explain(
+    loaded: LoadedModel, frame: pd.DataFrame, positions: np.ndarray, feature_contributions: bool = False
+) -> tuple[np.ndarray, list[Explanation]]:
+    """Probabilities and explanations of the rows at `positions` of a build_features frame: one model
+    call for the probabilities, one for the contributions, whatever the number of rows."""
+    probability, explanations = _explanations(loaded, frame, positions, feature_contributions)
+    return probability, _EXPLANATIONS.validate_python(explanations)
 
 
 def score(
     loaded: LoadedModel, histories: Sequence[CitizenHistory], feature_contributions: bool = False
 ) -> list[Prediction]:
     """Predictions with explanations for the last round of each history, in the order given."""
+    return _PREDICTIONS.validate_python(score_records(loaded, histories, feature_contributions))
+
+
+def score_records(
+    loaded: LoadedModel, histories: Sequence[CitizenHistory], feature_contributions: bool = False
+) -> list[dict]:
+    """`score` as plain dicts in the shape of `schemas.Prediction` (dates as `date`), for answers too
+    large to build as pydantic objects: `pydantic_core.to_json` writes them as they are."""
     if not histories:
         return []
     frame = build_features(history_dataset(histories), loaded.model.horizon_months)
     positions = last_rounds(frame)
-    probability, explanations = explain(loaded, frame, positions, feature_contributions)
+    probability, explanations = _explanations(loaded, frame, positions, feature_contributions)
     at = {cid: r for r, cid in enumerate(frame["citizen_id"].to_numpy(dtype=object)[positions].tolist())}
     measured = frame["measured_on"].to_numpy()[positions].astype("datetime64[D]").tolist()
     ids = frame["measurement_id"].to_numpy(dtype=object)[positions].tolist()
-    ref = loaded.ref
+    ref = {"name": loaded.name, "version": loaded.version}
+    horizon = int(loaded.model.horizon_months)
     out = []
     for h in histories:
         r = at[h.citizen.citizen_id]
         out.append(
-            Prediction.model_construct(
-                citizen_id=h.citizen.citizen_id,
-                as_of=h.effective_as_of,
-                measured_on=measured[r],
-                measurement_id=str(ids[r]),
-                horizon_months=int(loaded.model.horizon_months),
-                probability=float(probability[r]),
-                model=ref,
-                explanation=explanations[r],
-            )
+            {
+                "citizen_id": h.citizen.citizen_id,
+                "as_of": h.effective_as_of,
+                "measured_on": measured[r],
+                "measurement_id": str(ids[r]),
+                "horizon_months": horizon,
+                "probability": float(probability[r]),
+                "model": ref,
+                "explanation": explanations[r],
+            }
         )
     return out
 
@@ -449,14 +473,15 @@ def _jsonable(value: Any) -> Any:
 class Predictor:
     """Holds the champion model, swaps in a new version when the alias moves, scores histories.
 
-    `audit` (e.g. `serving.audit.AuditLog.record`) is called with every list of predictions made by
-    `predict` / `predict_many`; `what_if` predictions are not audited.
+    `audit` (e.g. `serving.audit.AuditLog.record`) is called with the records (dicts in the shape of
+    `schemas.Prediction`) of every `predict` / `predict_many` / `predict_records`; `what_if`
+    predictions are not audited.
     """
 
     def __init__(
         self,
         settings: Any,
-        audit: Callable[[Sequence[Prediction]], None] | None = None,
+        audit: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
         loaded: LoadedModel | None = None,
     ) -> None:
         self.settings = settings
@@ -551,10 +576,14 @@ class Predictor:
         self, histories: Sequence[CitizenHistory], feature_contributions: bool = False
     ) -> list[Prediction]:
         """`predict` for many histories (distinct citizen ids) with one feature build and one model call."""
-        predictions = score(self.loaded, histories, feature_contributions)
+        return _PREDICTIONS.validate_python(self.predict_records(histories, feature_contributions))
+
+    def predict_records(self, histories: Sequence[CitizenHistory], feature_contributions: bool = False) -> list[dict]:
+        """`predict_many` as plain dicts (see `score_records`); audited."""
+        records = score_records(self.loaded, histories, feature_contributions)
         if self.audit is not None:
-            self.audit(predictions)
-        return predictions
+            self.audit(records)
+        return records
 
     def what_if(
         self,

@@ -44,6 +44,7 @@ from serving.core import ModelUnavailable, Predictor, history_from_dataset, scor
 from serving.schemas import CitizenHistory, Factor, ModelInfo, Prediction
 
 PAGE_PATH = "/caseworker"
+INTERVENTION_BY_CODE = {i.code: i for i in INTERVENTIONS}
 HERE = Path(__file__).resolve().parent
 LANGUAGES = ("da", "en")
 SEARCH_LIMIT = 50
@@ -329,16 +330,13 @@ def _pick(labels: tuple[str, str], lang: str) -> str:
     return labels[0] if lang == "da" else labels[1]
 
 
-def intervention_label(code: str, lang: str) -> str:
-    """An intervention's label: the catalogue's Danish label, or its code in words in English."""
-    # TODO(lead): give features.catalogue.Intervention an English label and use it here.
-    if lang == "da":
-        return next(i.label_da for i in INTERVENTIONS if i.code == code)
-    return code.replace("_", " ").capitalize()
-
-
 # ---------------------------------------------------------------------------------------------
 # Chart layouts: geometry computed here, drawn by templates/charts.html
+
+
+def label_room(labels: Sequence[str]) -> int:
+    """Room for the longest of the labels left of a chart (13px text: about 7.2 px a character)."""
+    return int(max((len(text) for text in labels), default=0) * 7.2) + 16
 
 
 @dataclass(frozen=True)
@@ -366,8 +364,9 @@ class BarChart:
 
 def contribution_chart(factors: Sequence[Factor], lang: str) -> BarChart:
     """One horizontal bar per indicator, from a zero line: right raises, left lowers; largest raise first."""
-    label_width, plot, row = 330, 380, 30
+    plot, row = 380, 30
     indicators = sorted((f for f in factors if f.kind == "indicator"), key=lambda f: -f.contribution)
+    label_width = max(240, label_room([label(f, lang) for f in indicators]))
     largest = max([abs(f.contribution) for f in indicators] + [1e-9])
     zero = label_width + plot / 2
     scale = (plot / 2 - 50) / largest  # room for the value beside the bar
@@ -468,8 +467,10 @@ class Timeline:
 
 def intervention_timeline(history: CitizenHistory, lang: str) -> Timeline:
     """One bar per intervention episode on a time axis from enrolment to the prediction date."""
-    label_width, plot, row, top = 300, 460, 22, 24
+    plot, row, top = 460, 22, 24
     episodes = sorted(history.interventions, key=lambda e: (e.started_on, e.intervention))
+    labels = [label(INTERVENTION_BY_CODE[e.intervention], lang) for e in episodes]
+    label_width = max(300, label_room(labels))
     end = history.effective_as_of
     start = min([history.citizen.enrolled_on, *(m.measured_on for m in history.measurements)])
     start = min([start, *(e.started_on for e in episodes)])
@@ -479,13 +480,13 @@ def intervention_timeline(history: CitizenHistory, lang: str) -> Timeline:
         return label_width + (day - start).days / span * plot
 
     bars = []
-    for k, e in enumerate(episodes):
+    for k, (e, text) in enumerate(zip(episodes, labels, strict=True)):
         group = INTERVENTION_GROUP[e.intervention]
         stop = e.ended_on or end
         bars.append(
             Episode(
                 code=e.intervention,
-                label=intervention_label(e.intervention, lang),
+                label=text,
                 group=group,
                 group_label=_pick(GROUP_LABELS[group], lang),
                 started_on=e.started_on,

@@ -20,17 +20,14 @@ Decisions where the contract is silent:
 
 from __future__ import annotations
 
-import operator
 from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
-    ValidatorFunctionWrapHandler,
     create_model,
     model_validator,
 )
@@ -55,23 +52,12 @@ FIRST_DATE, LAST_DATE = date(1990, 1, 1), date(2100, 12, 31)
 KINDS = ("indicator", "intervention_group", "history", "caseworker", "background")
 
 
-def _whole_number(value: object) -> int:
-    """An int (numpy ints too); never a bool, a float or a string, which lax parsing would coerce."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise ValueError("must be a whole number (JSON integer)")
-    return operator.index(value)
-
-
-def _not_a_number(value: object) -> object:
-    """A date as text (YYYY-MM-DD) or a date object; numbers would be read as Unix time."""
-    if isinstance(value, int | float):
-        raise ValueError("must be a date written YYYY-MM-DD")
-    return value
-
-
+# Strict: pydantic's own checks, in Rust, without lax coercion. In JSON a whole number must be a JSON
+# integer (not 3.0, "3" or true) and a date a "YYYY-MM-DD" string (a number would read as Unix time);
+# from Python, `int` and `datetime.date` objects.
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
-Day = Annotated[date, BeforeValidator(_not_a_number), Field(ge=FIRST_DATE, le=LAST_DATE)]
-WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+Day = Annotated[date, Field(strict=True, ge=FIRST_DATE, le=LAST_DATE)]
+WholeNumber = Annotated[int, Field(strict=True)]
 Score = Annotated[WholeNumber, Field(ge=SCORE_MIN, le=SCORE_MAX)]
 
 _FORBID = ConfigDict(extra="forbid")
@@ -123,20 +109,13 @@ class Measurement(BaseModel):
 
 
 class Intervention(BaseModel):
-    """One intervention episode; `ended_on` empty while it runs."""
+    """One intervention episode; `ended_on` empty while it runs, else on or after `started_on` (checked
+    by CitizenHistory, once per history rather than once per episode)."""
 
     model_config = _FORBID
     intervention: InterventionCode
     started_on: Day
     ended_on: Day | None = None
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _ends_after_start(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Intervention:
-        self = handler(data)
-        if self.ended_on is not None and self.ended_on < self.started_on:
-            _raise(cls.__name__, [(("ended_on",), f"{self.ended_on} is before started_on {self.started_on}")], data)
-        return self
 
 
 class Caseworker(BaseModel):
@@ -161,13 +140,14 @@ def _repeats(values: list, field: str, loc: tuple[str | int, ...] = ()) -> list[
     return problems
 
 
-def _raise(title: str, problems: list[Problem], data: object) -> None:
-    """Raise one ValidationError locating every problem in the body, as pydantic's own errors do."""
+def _raise(model: BaseModel, problems: list[Problem]) -> None:
+    """Raise one ValidationError locating every problem in the body, as pydantic's own errors do
+    (pydantic prefixes the location of `model` within the body)."""
     if problems:
         raise ValidationError.from_exception_data(
-            title,
+            type(model).__name__,
             [
-                InitErrorDetails(type=PydanticCustomError("inconsistent", message), loc=loc, input=data)
+                InitErrorDetails(type=PydanticCustomError("inconsistent", message), loc=loc, input=None)
                 for loc, message in problems
             ],
         )
@@ -185,17 +165,20 @@ class CitizenHistory(BaseModel):
         default=None, description="Date the history is known up to; default: its latest date. Nothing may be later."
     )
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _consistent(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> CitizenHistory:
+    @model_validator(mode="after")
+    def _consistent(self) -> CitizenHistory:
         """Rules across fields: dates in order, nothing after as_of, no repeated round or episode."""
-        self = handler(data)
         m, e = self.measurements, self.interventions
         enrolled = self.citizen.enrolled_on
         problems = [
             (("measurements", k, "measured_on"), f"{x.measured_on} is before citizen.enrolled_on {enrolled}")
             for k, x in enumerate(m)
             if x.measured_on < enrolled
+        ]
+        problems += [
+            (("interventions", k, "ended_on"), f"{x.ended_on} is before started_on {x.started_on}")
+            for k, x in enumerate(e)
+            if x.ended_on is not None and x.ended_on < x.started_on
         ]
         if self.as_of is not None:
             problems += [
@@ -212,7 +195,7 @@ class CitizenHistory(BaseModel):
         problems += _repeats([x.measurement_id for x in m], "measurement_id", ("measurements",))
         problems += _repeats([(x.intervention, x.started_on) for x in e], "started_on", ("interventions",))
         problems += _repeats([x.caseworker_id for x in self.caseworkers], "caseworker_id", ("caseworkers",))
-        _raise(cls.__name__, problems, data)
+        _raise(self, problems)
         return self
 
     @property
@@ -272,13 +255,11 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"citizens": [EXAMPLE_HISTORY]}})
     citizens: list[CitizenHistory] = Field(min_length=1, max_length=MAX_BATCH)
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _distinct_citizens(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> BatchRequest:
-        self = handler(data)
+    @model_validator(mode="after")
+    def _distinct_citizens(self) -> BatchRequest:
         ids = [h.citizen.citizen_id for h in self.citizens]
         problems = [((*loc[:2], "citizen", "citizen_id"), msg) for loc, msg in _repeats(ids, "", ("citizens",))]
-        _raise(cls.__name__, problems, data)
+        _raise(self, problems)
         return self
 
 

@@ -116,14 +116,15 @@ def evaluate(
 ) -> None:
     """Evaluate a model on a labelled dataset: metrics with intervals, fairness gaps, truth if simulated."""
     from features.build import build_features
-    from training.train import TrainConfig, evaluation_metrics, read_truth, truth_of
+    from training.train import TrainConfig, evaluation_metrics, read_truth, truth_of, with_weights
 
     job_chance = resolved_model(model)
+    config = TrainConfig(horizon_months=job_chance.horizon_months, seed=seed, n_boot=n_boot)
     frame = build_features(load_dataset(data), horizon_months=job_chance.horizon_months)
+    frame = with_weights(frame, config.horizon_months, config.weighting)
     probability = job_chance.probability(job_chance.matrix(frame))
     path = truth_path(data)
     truth = read_truth(path) if path is not None else None
-    config = TrainConfig(horizon_months=job_chance.horizon_months, seed=seed, n_boot=n_boot)
     metrics, fairness = evaluation_metrics(frame, probability, truth_of(frame, truth), config, "test")
     report = {
         "model": model or "champion",

@@ -46,6 +46,7 @@ from threadpoolctl import threadpool_limits
 from features.build import build_features
 from features.catalogue import BACKGROUND_LABELS, GROUP_LABELS, INDICATOR_CODES, indicator
 from features.dataset import Dataset
+from features.labels import add_months, censoring_survival, survival_before
 from training import evaluation
 from training.model import (
     JobChanceModel,
@@ -84,6 +85,7 @@ class TrainConfig:
     fairness_top_share: float = 0.2
     models: tuple[str, ...] = MODEL_NAMES
     xgboost_grid: tuple[dict[str, float], ...] = XGBOOST_GRID
+    weighting: str = "dropout"  # "dropout": `follow_up_weights`; "pooled": build_features' ipcw_weight
 
 
 # --- learners ------------------------------------------------------------------------------------
@@ -153,12 +155,15 @@ def xgboost_learner(
         fixed["monotone_constraints"] = "(" + ",".join(str(int(m)) for m in monotone) + ")"
 
     def fit(X, y, w, params, valid):
-        train = xgb.DMatrix(X, label=y, weight=w, missing=np.nan, feature_names=list(feature_names))
+        # Matrices without feature names: XGBoost re-reads the names every round, which costs more than
+        # the boosting itself at this size; the names are put on the finished booster instead.
+        train = xgb.DMatrix(X, label=y, weight=w, missing=np.nan)
         grid_point = {k: v for k, v in params.items() if k != "n_estimators"}
         if valid is None:
             booster = xgb.train({**fixed, **grid_point}, train, num_boost_round=int(params["n_estimators"]))
+            booster.feature_names = list(feature_names)
             return BoosterPredictor(booster), dict(params)
-        check = xgb.DMatrix(valid.X, label=valid.y, weight=valid.w, missing=np.nan, feature_names=list(feature_names))
+        check = xgb.DMatrix(valid.X, label=valid.y, weight=valid.w, missing=np.nan)
         booster = xgb.train(
             {**fixed, **grid_point},
             train,
@@ -168,7 +173,9 @@ def xgboost_learner(
             verbose_eval=False,
         )
         rounds = booster.best_iteration + 1
-        return BoosterPredictor(booster[:rounds]), {**grid_point, "n_estimators": rounds}
+        booster = booster[:rounds]
+        booster.feature_names = list(feature_names)
+        return BoosterPredictor(booster), {**grid_point, "n_estimators": rounds}
 
     return Learner(name, config.xgboost_grid, fit, booster=True)
 
@@ -188,16 +195,50 @@ def logit_learner(name: str, columns: np.ndarray | None) -> Learner:
     return Learner(name, LOGIT_GRID, fit)
 
 
-def hgb_learner(name: str, config: TrainConfig) -> Learner:
-    """scikit-learn's HistGradientBoostingClassifier, early-stopped on the validation rows."""
+def quantile_edges(X: np.ndarray, bins: int) -> list[np.ndarray | None]:
+    """Per column, inner quantile edges when it has more than `bins` distinct values, else None."""
+    edges: list[np.ndarray | None] = []
+    for column in X.T:
+        known = column[~np.isnan(column)]
+        many = len(known) and len(np.unique(known)) > bins
+        edges.append(np.unique(np.quantile(known, np.linspace(0, 1, bins + 1)[1:-1])) if many else None)
+    return edges
+
+
+def quantized(X: np.ndarray, edges: Sequence[np.ndarray | None]) -> np.ndarray:
+    """`X` with each column that has edges replaced by its bin number (NaN stays NaN)."""
+    out = X.copy()
+    for j, cut in enumerate(edges):
+        if cut is not None:
+            out[:, j] = np.where(np.isnan(X[:, j]), np.nan, np.searchsorted(cut, X[:, j], side="right"))
+    return out
+
+
+@dataclass(frozen=True)
+class BinnedPredictor:
+    estimator: Any
+    edges: list[np.ndarray | None]
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.estimator.decision_function(quantized(X, self.edges)))
+
+
+def hgb_learner(name: str, config: TrainConfig, bins: int = 64) -> Learner:
+    """scikit-learn's HistGradientBoostingClassifier, early-stopped on the validation rows.
+
+    Columns are binned here first (unweighted quantiles of the fitting rows, as XGBoost's `hist`
+    does): with sample weights, scikit-learn bins each many-valued column with one weighted
+    percentile per bin edge, which takes longer than the boosting.
+    """
 
     def fit(X, y, w, params, valid):
+        edges = quantile_edges(X, bins)
         grid_point = {k: v for k, v in params.items() if k != "n_estimators"}
         common = {"random_state": config.seed, "l2_regularization": 1.0, **grid_point}
         if valid is None:
             model = HistGradientBoostingClassifier(max_iter=int(params["n_estimators"]), early_stopping=False, **common)
-            model.fit(X, y, sample_weight=w)
-            return SklearnPredictor(model), dict(params)
+            model.fit(quantized(X, edges), y, sample_weight=w)
+            return BinnedPredictor(model, edges), dict(params)
         model = HistGradientBoostingClassifier(
             max_iter=config.max_rounds,
             early_stopping=True,
@@ -205,8 +246,9 @@ def hgb_learner(name: str, config: TrainConfig) -> Learner:
             scoring="loss",
             **common,
         )
-        model.fit(X, y, sample_weight=w, X_val=valid.X, y_val=valid.y, sample_weight_val=valid.w)
-        return SklearnPredictor(model), {**grid_point, "n_estimators": int(model.n_iter_)}
+        check = quantized(valid.X, edges)
+        model.fit(quantized(X, edges), y, sample_weight=w, X_val=check, y_val=valid.y, sample_weight_val=valid.w)
+        return BinnedPredictor(model, edges), {**grid_point, "n_estimators": int(model.n_iter_)}
 
     return Learner(name, HGB_GRID, fit)
 
@@ -232,8 +274,8 @@ def learners(catalogue: pd.DataFrame, config: TrainConfig) -> dict[str, Learner]
 
 
 def out_of_time_cutoff(frame: pd.DataFrame, share: float) -> pd.Timestamp:
-    """The first date of the last `share` of labelled measurements (by date)."""
-    dates = np.sort(frame.loc[frame["label"].notna(), "measured_on"].to_numpy())
+    """The first date of the last `share` of the labelled measurements with weight (by date)."""
+    dates = np.sort(frame.loc[labelled_rows(frame), "measured_on"].to_numpy())
     if len(dates) < 10:
         raise ValueError(f"only {len(dates)} labelled measurements: too few to train; is the follow-up long enough?")
     return pd.Timestamp(dates[int(np.floor(len(dates) * (1 - share)))]).normalize()
@@ -336,6 +378,53 @@ def calibrated(margin: np.ndarray, calibration: tuple[float, float]) -> np.ndarr
 
 # --- data ------------------------------------------------------------------------------------------
 
+WEIGHTINGS: tuple[str, ...] = ("dropout", "pooled")
+
+
+def labelled_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Rows that take part in fitting and evaluation: a known label and a positive weight."""
+    return (frame["label"].notna() & (frame["ipcw_weight"] > 0)).to_numpy()
+
+
+def follow_up_weights(frame: pd.DataFrame, horizon_months: int) -> np.ndarray:
+    """IPCW weights that tell the two kinds of censoring apart: 1/G(min(time, horizon)-) with G the
+    Kaplan–Meier survival of *dropout* only, for labelled rows whose horizon ends by the extract
+    date; 0 for every other row.
+
+    The extract date (the latest end of follow-up without an event) censors every row measured
+    within a horizon of it, but the rows it censors are the recent ones, not a random share: pooled
+    with dropout into one G (build_features' `ipcw_weight`), it over-weights the "no" of early rows
+    and the "yes" of late ones, which biases a model that sees time-related features and any
+    evaluation split by date. Rows that could not be followed a whole horizon (positivity fails)
+    are left out instead, positives included; a censored row is still never a "no".
+    """
+    day = frame["measured_on"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    time = frame["time_to_event_days"].to_numpy(dtype=float)
+    event = frame["event_observed"].to_numpy(dtype=bool)
+    label = frame["label"].to_numpy(dtype=float)
+    end = day + time
+    ended = ~event & ~np.isnan(time)
+    if not ended.any():
+        return np.where(np.isnan(label), 0.0, 1.0)
+    extract = np.nanmax(end[ended])
+    horizon_days = add_months(day, horizon_months) - day
+    dropout = ended & (end < extract)
+    times, survival = censoring_survival(time, dropout)
+    eligible = ~np.isnan(label) & (day + horizon_days <= extract)
+    weights = np.zeros(len(frame))
+    weights[eligible] = 1.0 / survival_before(times, survival, np.fmin(time, horizon_days)[eligible])
+    return weights
+
+
+def with_weights(frame: pd.DataFrame, horizon_months: int, weighting: str) -> pd.DataFrame:
+    """`frame` with the `ipcw_weight` column that training and evaluation use (see WEIGHTINGS)."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
+    if weighting == "pooled":
+        return frame
+    return frame.assign(ipcw_weight=follow_up_weights(frame, horizon_months))
+
+
 
 def fingerprint(frame: pd.DataFrame) -> dict[str, Any]:
     """Rows, citizens, labelled rows, date range and a content hash of a feature frame."""
@@ -398,10 +487,16 @@ def truth_metrics(
 
 
 def evaluation_metrics(
-    frame: pd.DataFrame, p: np.ndarray, true_p: np.ndarray | None, config: TrainConfig, prefix: str
+    frame: pd.DataFrame,
+    p: np.ndarray,
+    true_p: np.ndarray | None,
+    config: TrainConfig,
+    prefix: str,
+    with_fairness: bool = True,
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """Metrics with bootstrap intervals over citizens on the labelled rows (IPCW-weighted), fairness
-    headline gaps, label rates and, with truth, the comparison with it; and the fairness table.
+    """Metrics with bootstrap intervals over citizens on the labelled rows (IPCW-weighted), label
+    rates, fairness headline gaps and table (`with_fairness`; else an empty table) and, with truth,
+    the comparison with it.
 
     Keys are `<prefix>_<metric>`; `p` holds a prediction for every row of `frame`.
     """
@@ -413,11 +508,13 @@ def evaluation_metrics(
     citizens = frame["citizen_id"].to_numpy()
     table = evaluation.metric_table(y[labelled], p[labelled], w[labelled], citizens[labelled], config.n_boot, config.seed)
     metrics = evaluation.flatten_metrics(table, prefix)
-    threshold = evaluation.threshold_for_top_share(p[labelled], config.fairness_top_share)
-    fairness, headline = evaluation.fairness_table(
-        y[labelled], p[labelled], w[labelled], sensitive_groups(frame[labelled]), threshold
-    )
-    metrics.update({f"{prefix}_{k}": v for k, v in headline.items()})
+    fairness = pd.DataFrame()
+    if with_fairness:
+        threshold = evaluation.threshold_for_top_share(p[labelled], config.fairness_top_share)
+        fairness, headline = evaluation.fairness_table(
+            y[labelled], p[labelled], w[labelled], sensitive_groups(frame[labelled]), threshold
+        )
+        metrics.update({f"{prefix}_{k}": v for k, v in headline.items()})
     metrics.update(
         {
             f"{prefix}_rows": float(len(frame)),
@@ -500,7 +597,7 @@ class Split:
 
 def make_split(dataset: Dataset, config: TrainConfig) -> Split:
     """Features of the whole dataset, the out-of-time cutoff, the training period and its folds."""
-    full = build_features(dataset, horizon_months=config.horizon_months)
+    full = with_weights(build_features(dataset, horizon_months=config.horizon_months), config.horizon_months, config.weighting)
     cutoff = out_of_time_cutoff(full, config.out_of_time_share)
     before = (full["measured_on"] < cutoff).to_numpy()
     period = full[before].reset_index(drop=True)
@@ -535,10 +632,6 @@ class FamilyResult:
     seconds: float = 0.0
 
 
-def labelled_rows(frame: pd.DataFrame) -> np.ndarray:
-    return (frame["label"].notna() & (frame["ipcw_weight"] > 0)).to_numpy()
-
-
 def train_family(
     learner: Learner, split: Split, truth: pd.DataFrame | None, config: TrainConfig
 ) -> FamilyResult:
@@ -557,8 +650,9 @@ def train_family(
         oot_margin = oot_predictor.margin(split.X_test)
     cv_p = calibrated(cv.margin, calibration)
     oot_p = calibrated(oot_margin, calibration)
-    cv_metrics, cv_fair = evaluation_metrics(period, cv_p, truth_of(period, truth), config, "cv")
-    oot_metrics, oot_fair = evaluation_metrics(test, oot_p, truth_of(test, truth), config, "oot")
+    # Fairness on the out-of-fold predictions: every training-period citizen, held out.
+    cv_metrics, fairness = evaluation_metrics(period, cv_p, truth_of(period, truth), config, "cv")
+    oot_metrics, _ = evaluation_metrics(test, oot_p, truth_of(test, truth), config, "oot", with_fairness=False)
     return FamilyResult(
         learner.name,
         params,
@@ -568,7 +662,7 @@ def train_family(
         oot_p,
         oot_predictor,
         {**cv_metrics, **oot_metrics, "calibration_a": calibration[0], "calibration_b": calibration[1]},
-        {"fairness_cv": cv_fair, "fairness_oot": oot_fair},
+        {"fairness_cv": fairness},
         time.perf_counter() - start,
     )
 
@@ -663,7 +757,7 @@ def log_family(result: FamilyResult, learner: Learner, split: Split, config: Tra
         rows = np.sort(rng.choice(len(split.X_test), size=min(config.shap_rows, len(split.X_test)), replace=False))
         X = split.X_test[rows]
         booster = result.oot_predictor.booster
-        raw = booster.predict(xgb.DMatrix(X, missing=np.nan, feature_names=split.encoding.feature_names), pred_contribs=True)
+        raw = booster.predict(xgb.DMatrix(X, missing=np.nan), pred_contribs=True, validate_features=False)
         importance, _ = explanation_artifacts(raw * result.calibration[0], X, split.encoding.catalogue, out)
         mlflow.log_metrics({f"importance_{k}": float(v) for k, v in importance.items()})
     mlflow.log_artifacts(str(out))

@@ -20,7 +20,7 @@ from conftest_service import served as served  # noqa: F401  (the module fixture
 
 from features.catalogue import GROUP_LABELS, INTERVENTION_CODES, indicator
 from serving.core import history_from_dataset
-from serving.schemas import EXAMPLE_HISTORY, MAX_MEASUREMENTS
+from serving.schemas import EXAMPLE_HISTORY, MAX_MEASUREMENTS, BatchPrediction
 
 pytestmark = pytest.mark.xdist_group("server")
 
@@ -85,6 +85,7 @@ def test_probabilities_equal_offline_bip_predict(served, tmp_path):
         assert prediction["probability"] == pytest.approx(offline[prediction["measurement_id"]], abs=1e-6)
     batch = served.client.post("/predict_batch", json={"citizens": requests})
     assert batch.status_code == 200, batch.text
+    BatchPrediction.model_validate(batch.json())  # the answer written without pydantic keeps its schema
     predictions = batch.json()["predictions"]
     assert [p["citizen_id"] for p in predictions] == citizens
     for p in predictions:
@@ -320,7 +321,7 @@ def test_schemathesis_finds_no_server_error(served, tmp_path):
         "--max-time",
         "30",
         "--phases",
-        "examples,coverage,fuzzing",
+        "examples,fuzzing",
         "--seed",
         "1",
         "--generation-database",

@@ -96,7 +96,7 @@ def test_every_model_family_is_a_child_run_of_one_train_run_with_metrics(trained
 def test_runs_hold_plots_tables_and_the_catalogue(client):
     runs = runs_by_name(client)
     listed = {f.path for f in client.list_artifacts(runs["xgboost_monotone"].info.run_id)}
-    assert {"reliability_cv.png", "reliability_oot.png", "grid_search.csv", "fairness_oot.csv"} <= listed
+    assert {"reliability_cv.png", "reliability_oot.png", "grid_search.csv", "fairness_cv.csv"} <= listed
     assert {"shap_beeswarm.png", "importance_by_indicator.png", "importance_by_indicator.csv"} <= listed
     logit = {f.path for f in client.list_artifacts(runs["logit"].info.run_id)}
     assert "reliability_oot.png" in logit and "shap_beeswarm.png" not in logit
