@@ -177,7 +177,7 @@ def cluster_means(values: np.ndarray, category: np.ndarray, groups: np.ndarray, 
     return pd.DataFrame(rows)
 
 
-def wrapped(label: str, width: int = 18) -> str:
+def wrapped(label: str, width: int = 14) -> str:
     """A tick label broken into lines of at most `width` characters."""
     return "\n".join(textwrap.wrap(label, width)) or label
 
@@ -332,10 +332,10 @@ def indicator_analysis(
             f"education within {data.window_days} days (the median gap between rounds); rounds whose follow-up ends "
             "earlier without an event are left out. Covariates: every citizen and caseworker answer (centred on 3), "
             "the caseworker's belief, job orientation and change, the intervention pattern of the last 3 months, "
-            "background "
-            "(age band, gender, origin, civil status, children, education, benefit history, job centre) and time since "
-            "enrolment. Intervals are cluster-robust by caseworker. The odds ratio of an indicator is that of both "
-            "answers one step higher; at a per-round hazard of a few percent it is close to the relative risk."
+            "background (age band, gender, origin, civil status, children, education, benefit history, job centre) "
+            "and time since enrolment. Intervals are cluster-robust by caseworker. The odds ratio of an indicator is "
+            "that of both answers one step higher; at a per-round hazard of a few percent it is close to the "
+            "relative risk."
         ),
         findings=findings,
         params={"window_days": data.window_days, "level": config.level, "shap_source": importance_source or "none"},
@@ -477,15 +477,12 @@ def caseworker_practice_analysis(data: ResearchData, models: HazardModels, confi
             "highly job-oriented caseworker, and after a change of caseworker?"
         ),
         method=(
-            "The hazard model of analysis 1. exp(coefficient) - 1 is the relative change in the odds per round, close "
-            "to "
-            "the relative change in the chance at these low per-round hazards; the column 'average chance' gives the "
-            "change of the mean predicted chance directly (coefficients drawn from their estimated distribution for "
-            "the "
-            "interval). The random-intercept columns refit the model with a random effect per caseworker (analysis 4). "
-            "Residual confounding is possible: the belief is also a noisy reading of the citizen's readiness, which "
-            "the "
-            "20 answers control for only in part."
+            "The hazard model of analysis 1. exp(coefficient) - 1 is the relative change in the odds per round, "
+            "close to the relative change in the chance at these low per-round hazards; the column 'average chance' "
+            "gives the change of the mean predicted chance directly (coefficients drawn from their estimated "
+            "distribution for the interval). The random-intercept columns refit the model with a random effect per "
+            "caseworker (analysis 4). Residual confounding is possible: the belief is also a noisy reading of the "
+            "citizen's readiness, which the 20 answers control for only in part."
         ),
         findings=findings,
         params={"orientation_threshold": config.orientation_threshold, "level": config.level, "draws": config.draws},

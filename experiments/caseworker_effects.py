@@ -168,7 +168,9 @@ def logit_log_likelihood(models: HazardModels, y: np.ndarray) -> float:
 
 def variance_test(models: HazardModels, y: np.ndarray) -> tuple[float, float]:
     """Likelihood-ratio statistic for "no caseworker variation" and its p-value (the sd lies on the
-    boundary under the null: a 50:50 mixture of chi-square with 0 and 1 degree of freedom)."""
+    boundary under the null: a 50:50 mixture of chi-square with 0 and 1 degree of freedom). The
+    likelihood is taken at the restricted-likelihood estimates, at most its maximum, so the test is
+    conservative."""
     statistic = max(2 * (models.mixed.log_likelihood - logit_log_likelihood(models, y)), 0.0)
     return statistic, float(0.5 * chi2.sf(statistic, 1))
 
@@ -288,18 +290,17 @@ def caseworker_effect_analysis(data: ResearchData, models: HazardModels, config:
         title="4. Caseworker effects",
         question=(
             "How much do job rates differ between caseworkers beyond their citizens' characteristics, and what if "
-            "every "
-            'citizen had an "effective" caseworker?'
+            'every citizen had an "effective" caseworker?'
         ),
         method=(
-            "Random-intercept logit over person-rounds (maximum likelihood, Gauss-Hermite quadrature over each "
-            "caseworker's effect), with the covariates of analysis 1; caseworker effects are shrunk towards 0 "
-            "(empirical Bayes posterior means). Thought experiment: a second random-intercept model with the answers "
-            "of "
-            "the first measurement, projecting each citizen's rounds from enrolment to the end of the data (with the "
-            "dropout measured in the data), once with the caseworker effect integrated over its distribution and once "
-            f"with every caseworker at the {q:.0%} quantile of it. Intervals from {config.draws} draws of the "
-            "parameters."
+            "Random-intercept logit over person-rounds with the covariates of analysis 1: the sd of caseworker "
+            "effects by restricted maximum likelihood (fixed effects integrated out, so the sd is not shrunk for "
+            "the ~70 coefficients), adaptive Gauss-Hermite quadrature over each caseworker's effect; caseworker "
+            "effects are shrunk towards 0 (empirical Bayes posterior means). Thought experiment: a second "
+            "random-intercept model with the answers of the first measurement, projecting each citizen's rounds "
+            "from enrolment to the end of the data (with the dropout measured in the data), once with the "
+            "caseworker effect integrated over its distribution and once with every caseworker at the "
+            f"{q:.0%} quantile of it. Intervals from {config.draws} draws of the parameters."
         ),
         findings=findings,
         params={

@@ -74,7 +74,7 @@ IDENTIFIERS: frozenset[str] = frozenset({"citizen_id", "caseworker_id", "measure
 
 # Byte order ("C") for identifiers on PostgreSQL, so that ORDER BY and prefix search agree with
 # SQLite's default and with Python's string order, and use the index.
-IdString = String().with_variant(String(collation="C"), "postgresql")
+ID_TYPE = String().with_variant(String(collation="C"), "postgresql")
 
 
 class StoreError(UserError):
@@ -102,7 +102,7 @@ class IngestSummary:
 
 def _sql_type(column: str, kind: str) -> Any:
     if column in IDENTIFIERS:
-        return IdString
+        return ID_TYPE
     if kind == "date":
         return Date
     if kind == "float64":
@@ -147,7 +147,7 @@ def _schema() -> MetaData:
         "caseworker_assessments",
         metadata,
         Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("citizen_id", IdString, nullable=False, index=True),
+        Column("citizen_id", ID_TYPE, nullable=False, index=True),
         Column("recorded_at", DateTime(timezone=True), nullable=False),
         Column("probability_shown", Float, nullable=False),
         Column("model_version", String, nullable=False),
@@ -184,13 +184,13 @@ def _engine(url: str) -> Engine:
 
 
 @contextmanager
-def _write_transaction(url: str) -> Iterator[Connection]:
+def _write_transaction(url: str, bulk: bool = False) -> Iterator[Connection]:
     """A connection in a write transaction that commits on success and rolls back on any error."""
     with _engine(url).connect() as conn:
         conn.execution_options(bip_write=True)
-        # On SQLite a large page cache while writing, then back to the default for the pooled connection;
-        # set on the driver's connection, outside any transaction.
-        pragma = conn.connection.driver_connection.execute if conn.dialect.name == "sqlite" else None
+        # For bulk writes to SQLite a large page cache, then back to the default for the pooled
+        # connection; set on the driver's connection, outside any transaction.
+        pragma = conn.connection.driver_connection.execute if bulk and conn.dialect.name == "sqlite" else None
         if pragma:
             pragma(f"PRAGMA cache_size = -{INGEST_CACHE_KIB}")
         try:
@@ -236,19 +236,24 @@ def _key_order(frame: pd.DataFrame, name: str) -> np.ndarray | None:
     return frame[keys].reset_index(drop=True).sort_values(keys).index.to_numpy()
 
 
+def _psycopg(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+
+
 def _dates_as_text(conn: Connection) -> bool:
     # SQLAlchemy's SQLite Date type stores ISO text; writing that text directly skips a per-value conversion.
     return conn.dialect.name == "sqlite"
 
 
-def _fetch(conn: Connection, stmt: Select) -> Iterator[tuple[list[str], list[tuple]]]:
+def _fetch(conn: Connection, stmt: Select, stream: bool) -> Iterator[tuple[list[str], list[tuple]]]:
     """The statement's column names and rows, in batches of plain tuples from the driver's own cursor."""
     # SQLAlchemy compiles the statement, but millions of its Row objects cost several times what the
-    # driver's tuples do. On PostgreSQL a server-side cursor streams the rows instead of buffering them all.
+    # driver's tuples do. To `stream` a whole table, PostgreSQL gets a server-side cursor instead of
+    # buffering every row; not for small lookups, whose plan it would bend towards the first rows.
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     params = [compiled.params[k] for k in compiled.positiontup or ()] if conn.dialect.positional else compiled.params
     driver = conn.connection.driver_connection
-    cursor = driver.cursor(name="bip_fetch") if conn.dialect.name == "postgresql" else driver.cursor()
+    cursor = driver.cursor(name="bip_fetch") if stream and _psycopg(conn) else driver.cursor()
     try:
         cursor.execute(str(compiled), params)
         columns = [d[0] for d in cursor.description]
@@ -268,18 +273,18 @@ def _arrow_column(values: Sequence[Any], kind: str) -> pa.Array:
     return pa.array(values, type=ARROW_TYPES[kind])
 
 
-def _frames(conn: Connection, name: str, stmt: Select) -> Iterator[pd.DataFrame]:
+def _frames(conn: Connection, name: str, stmt: Select, stream: bool = True) -> Iterator[pd.DataFrame]:
     """The statement's rows as canonical frames of at most CHUNK_ROWS rows each."""
     kinds = COLUMNS[name]
-    for columns, rows in _fetch(conn, stmt):
+    for columns, rows in _fetch(conn, stmt, stream):
         # Column-wise through Arrow: one typed conversion per column instead of pandas inferring per cell.
         arrays = [_arrow_column(values, kinds[c]) for c, values in zip(columns, zip(*rows, strict=True), strict=True)]
         table = pa.Table.from_arrays(arrays, names=columns)
         yield canonical(name, table.to_pandas(types_mapper=PANDAS_TYPES.get, date_as_object=False))
 
 
-def _read_table(conn: Connection, name: str, stmt: Select) -> pd.DataFrame:
-    frames = list(_frames(conn, name, stmt))
+def _read_table(conn: Connection, name: str, stmt: Select, stream: bool = True) -> pd.DataFrame:
+    frames = list(_frames(conn, name, stmt, stream))
     return pd.concat(frames, ignore_index=True) if frames else _empty(name)
 
 
@@ -299,10 +304,10 @@ def _as_canonical(name: str, frame: pd.DataFrame) -> pd.DataFrame:
 def _isin(values: pd.Series, allowed: pd.Series) -> np.ndarray:
     """Whether each value is one of `allowed`, as a boolean array."""
     # pyarrow's kernel: pandas' isin on arrow-backed strings is several times slower at this size.
-    value_set = pa.array(allowed)
+    values, value_set = pa.array(values), pa.array(allowed)
     if isinstance(value_set, pa.ChunkedArray):
         value_set = value_set.combine_chunks()
-    return np.asarray(pc.is_in(pa.array(values), value_set=value_set), dtype=bool)
+    return np.asarray(pc.is_in(values, value_set=value_set.cast(values.type)), dtype=bool)
 
 
 # --- ingest ----------------------------------------------------------------------------------------
@@ -345,6 +350,8 @@ def _plan(conn: Connection, name: str, incoming: pd.DataFrame) -> _Plan:
     """Split incoming rows into new rows and rows whose values differ from the stored ones."""
     if not _has_rows(conn, name):
         return _Plan(new=incoming, changed=incoming.iloc[:0], into_empty=True)
+    if incoming.empty:  # a partial export: nothing to compare, so the stored table is not read
+        return _Plan(new=incoming, changed=incoming, into_empty=False)
     keys = list(KEYS[name])
     left = incoming[keys].assign(_digest=_row_hashes(incoming, _value_columns(name))).astype({"_digest": "UInt64"})
     try:
@@ -391,7 +398,7 @@ def _insert(conn: Connection, name: str, frame: pd.DataFrame) -> None:
     columns, order = list(COLUMNS[name]), _key_order(frame, name)
     quote = conn.dialect.identifier_preparer.quote
     target = f"{quote(name)} ({', '.join(map(quote, columns))})"
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+    if _psycopg(conn):
         try:
             with conn.connection.driver_connection.cursor() as cursor, cursor.copy(f"COPY {target} FROM STDIN") as copy:
                 for rows in _row_batches(frame, name, columns, dates_as_text=False, order=order):
@@ -448,7 +455,7 @@ def ingest(dataset: Dataset, url: str, source: str | None = None) -> IngestSumma
     """
     frames = {name: _as_canonical(name, dataset.table(name)) for name in TABLES}
     try:
-        with _write_transaction(url) as conn:
+        with _write_transaction(url, bulk=True) as conn:
             SCHEMA.create_all(conn)
             plans = {name: _plan(conn, name, frames[name]) for name in TABLES}
             _check_references(conn, plans, frames)
@@ -472,14 +479,17 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _load_table(conn: Connection, name: str, column: str | None = None, ids: Sequence[str] | None = None):
+def _load_table(
+    conn: Connection, name: str, column: str | None = None, ids: Sequence[str] | None = None
+) -> pd.DataFrame:
     """A stored table sorted by key; with `ids`, only the rows whose `column` is one of them."""
     table = SCHEMA.tables[name]
     ordered = select(table).order_by(*(table.c[k] for k in KEYS[name]))
     if ids is None:
         return _read_table(conn, name, ordered)
     parts = [
-        _read_table(conn, name, ordered.where(table.c[column].in_(batch))) for batch in _batches(ids, IN_LIST_SIZE)
+        _read_table(conn, name, ordered.where(table.c[column].in_(batch)), stream=False)
+        for batch in _batches(ids, IN_LIST_SIZE)
     ]
     if len(parts) <= 1:
         return parts[0] if parts else _empty(name)
@@ -496,6 +506,8 @@ def load(url: str, citizen_ids: Sequence[str] | None = None) -> Dataset:
     With `citizen_ids`, only those citizens' rows (and the caseworkers their measurements name):
     indexed lookups, cheap enough for a prediction request. An empty or new store gives an empty Dataset.
     """
+    if isinstance(citizen_ids, str):
+        raise TypeError("citizen_ids must be a sequence of ids, e.g. [citizen_id], not one string.")
     with _engine(url).connect() as conn:
         if conn.dialect.name == "postgresql":
             conn.execution_options(isolation_level="REPEATABLE READ")  # one snapshot for all five tables

@@ -29,7 +29,9 @@ def train(
     horizon_months: Annotated[int | None, typer.Option(help="Label horizon in months (default from settings).")] = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default from settings).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of folds, subsampling and bootstrap.")] = 2013,
-    n_jobs: Annotated[int, typer.Option(help="Threads for the boosters (1 is fastest on a shared 2-core machine).")] = 1,
+    n_jobs: Annotated[
+        int, typer.Option(help="Threads for the boosters (1 is fastest on a shared 2-core machine).")
+    ] = 1,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
 ) -> None:
     """Train and validate the models (one MLflow run each), register the calibrated monotone XGBoost."""
@@ -53,7 +55,9 @@ def train(
         alias=settings.model_alias,
     )
     print_summary(summary_table(outcome.metrics))
-    alias = f", alias {settings.model_alias} set" if outcome.champion_set else f" (alias {settings.model_alias} unchanged)"
+    alias = (
+        f", alias {settings.model_alias} set" if outcome.champion_set else f" (alias {settings.model_alias} unchanged)"
+    )
     typer.echo(
         f"registered {settings.model_name} version {outcome.model_version}{alias}; "
         f"run {outcome.parent_run_id} in {outcome.seconds:.0f} s"
@@ -65,13 +69,13 @@ def print_summary(table) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    shown = Table(title="bip train")
-    shown.add_column("model")
+    shown = Table(title="bip train: grouped CV (out of fold) and out of time (OOT)")
+    shown.add_column("model", no_wrap=True)
     for column in table.columns:
-        shown.add_column(column, justify="right")
+        shown.add_column(column, justify="right", no_wrap=True)
     for name, row in table.iterrows():
-        shown.add_row(name, *(f"{value:.4f}" for value in row))
-    Console().print(shown)
+        shown.add_row(name, *(f"{value:.0f}" if column == "s" else f"{value:.3f}" for column, value in row.items()))
+    Console(width=max(Console().width, 130)).print(shown)
 
 
 def resolved_model(model: str | None):
@@ -101,7 +105,11 @@ def predict(
     job_chance = resolved_model(model)
     frame = build_features(load_dataset(data), horizon_months=job_chance.horizon_months)
     explained = job_chance.explain_frame(frame, k=top).drop(columns=["log_odds"])
-    columns = [*ID_COLUMNS, "probability", *(c for c in explained.columns if c.startswith(("indicator_", "contribution_")))]
+    columns = [
+        *ID_COLUMNS,
+        "probability",
+        *(c for c in explained.columns if c.startswith(("indicator_", "contribution_"))),
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     explained[columns].to_csv(out, index=False)
     typer.echo(f"{len(explained)} predictions written to {out}")

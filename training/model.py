@@ -104,7 +104,7 @@ def encode(frame: pd.DataFrame, numeric: Sequence[str], categories: Mapping[str,
     Raises ValueError naming absent input columns.
     """
     wanted = (*numeric, *categories)
-    positions = column_positions(tuple(frame.columns), wanted)
+    positions = column_positions(tuple(frame.columns.tolist()), wanted)
     if (positions < 0).any():
         missing = [c for c, at in zip(wanted, positions, strict=True) if at < 0]
         raise ValueError(
@@ -155,9 +155,7 @@ def membership(catalogue: pd.DataFrame, by: str = "belongs_to") -> tuple[np.ndar
     return matrix, list(groups)
 
 
-def contributions_by(
-    contributions: np.ndarray, catalogue: pd.DataFrame, by: str = "belongs_to"
-) -> pd.DataFrame:
+def contributions_by(contributions: np.ndarray, catalogue: pd.DataFrame, by: str = "belongs_to") -> pd.DataFrame:
     """Contributions summed per group of features (columns = the values of catalogue[`by`], in
     catalogue order); a last column `base` holds the base value when `contributions` has one (f+1
     columns), so each row still sums to the log-odds.
@@ -340,6 +338,35 @@ def signature(model: JobChanceModel) -> Any:
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "probability")]))
 
 
+PYFUNC_DISTRIBUTIONS: tuple[tuple[str, ...], ...] = (
+    ("mlflow",),
+    ("xgboost-cpu", "xgboost"),
+    ("pandas",),
+    ("numpy",),
+    ("pyarrow",),
+)
+
+
+def pip_requirements() -> list[str]:
+    """The pinned distributions the pyfunc needs, as installed here (the first found of each).
+
+    Given explicitly because MLflow's inference of them loads the model in a subprocess and walks
+    every installed package: seconds to tens of seconds per logged model. The `bip` package itself
+    (training.model, features) must be installed where the model is loaded.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for names in PYFUNC_DISTRIBUTIONS:
+        for name in names:
+            try:
+                pins.append(f"{name}=={version(name)}")
+                break
+            except PackageNotFoundError:
+                continue
+    return pins
+
+
 def log_pyfunc(model: JobChanceModel, name: str, example: pd.DataFrame, folder: Path) -> Any:
     """Log `model` as a pyfunc into the active run (its files written to `folder` first); the ModelInfo."""
     return mlflow.pyfunc.log_model(
@@ -348,6 +375,7 @@ def log_pyfunc(model: JobChanceModel, name: str, example: pd.DataFrame, folder: 
         artifacts=model.save(folder),
         signature=signature(model),
         input_example=example,
+        pip_requirements=pip_requirements(),
     )
 
 

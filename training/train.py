@@ -314,7 +314,13 @@ class CrossValidation:
 
 
 def cross_validate(
-    learner: Learner, X: np.ndarray, y: np.ndarray, w: np.ndarray, citizens: np.ndarray, fold: np.ndarray, config: TrainConfig
+    learner: Learner,
+    X: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    citizens: np.ndarray,
+    fold: np.ndarray,
+    config: TrainConfig,
 ) -> CrossValidation:
     """Nested grouped cross-validation: per fold, grid search with early stopping on held-out
     training citizens, then the best grid point's model predicts the fold's citizens."""
@@ -330,7 +336,9 @@ def cross_validate(
         for point in learner.grid:
             predictor, params = learner.fit(X[fit_rows], y[fit_rows], w[fit_rows], dict(point), valid)
             score = weighted_log_loss(valid.y, predictor.margin(valid.X), valid.w)
-            trials.append({"fold": k, "grid_point": json.dumps(point, sort_keys=True), **params, "inner_log_loss": score})
+            trials.append(
+                {"fold": k, "grid_point": json.dumps(point, sort_keys=True), **params, "inner_log_loss": score}
+            )
             if score < best_score:
                 best_score, best = score, predictor
         test = fold == k
@@ -425,7 +433,6 @@ def with_weights(frame: pd.DataFrame, horizon_months: int, weighting: str) -> pd
     return frame.assign(ipcw_weight=follow_up_weights(frame, horizon_months))
 
 
-
 def fingerprint(frame: pd.DataFrame) -> dict[str, Any]:
     """Rows, citizens, labelled rows, date range and a content hash of a feature frame."""
     digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
@@ -506,7 +513,9 @@ def evaluation_metrics(
     if labelled.sum() == 0 or len(np.unique(y[labelled])) < 2:
         raise ValueError(f"{prefix}: no labelled rows of both outcomes to evaluate on")
     citizens = frame["citizen_id"].to_numpy()
-    table = evaluation.metric_table(y[labelled], p[labelled], w[labelled], citizens[labelled], config.n_boot, config.seed)
+    table = evaluation.metric_table(
+        y[labelled], p[labelled], w[labelled], citizens[labelled], config.n_boot, config.seed
+    )
     metrics = evaluation.flatten_metrics(table, prefix)
     fairness = pd.DataFrame()
     if with_fairness:
@@ -597,7 +606,9 @@ class Split:
 
 def make_split(dataset: Dataset, config: TrainConfig) -> Split:
     """Features of the whole dataset, the out-of-time cutoff, the training period and its folds."""
-    full = with_weights(build_features(dataset, horizon_months=config.horizon_months), config.horizon_months, config.weighting)
+    full = with_weights(
+        build_features(dataset, horizon_months=config.horizon_months), config.horizon_months, config.weighting
+    )
     cutoff = out_of_time_cutoff(full, config.out_of_time_share)
     before = (full["measured_on"] < cutoff).to_numpy()
     period = full[before].reset_index(drop=True)
@@ -632,9 +643,7 @@ class FamilyResult:
     seconds: float = 0.0
 
 
-def train_family(
-    learner: Learner, split: Split, truth: pd.DataFrame | None, config: TrainConfig
-) -> FamilyResult:
+def train_family(learner: Learner, split: Split, truth: pd.DataFrame | None, config: TrainConfig) -> FamilyResult:
     """Nested grouped CV, calibration and the out-of-time fit and evaluation of one model family."""
     start = time.perf_counter()
     period, test = split.period, split.test
@@ -678,7 +687,9 @@ def fit_job_chance_model(
     encoding = learn_encoding(frame)
     labelled = labelled_rows(frame)
     X = encode(frame[labelled], encoding.numeric, encoding.categories)
-    learner = xgboost_learner(CHAMPION_CANDIDATE, encoding.catalogue["monotone"].tolist(), encoding.feature_names, config)
+    learner = xgboost_learner(
+        CHAMPION_CANDIDATE, encoding.catalogue["monotone"].tolist(), encoding.feature_names, config
+    )
     predictor, _ = learner.fit(
         X, frame["label"].to_numpy(float)[labelled], frame["ipcw_weight"].to_numpy(float)[labelled], dict(params), None
     )
@@ -851,7 +862,7 @@ def train(
     return TrainOutcome(
         parent.info.run_id,
         runs,
-        {n: r.metrics for n, r in results.items()},
+        {n: {**r.metrics, "seconds": r.seconds} for n, r in results.items()},
         int(version.version),
         champion_set,
         seconds,
@@ -859,19 +870,24 @@ def train(
     )
 
 
-SUMMARY_COLUMNS: tuple[str, ...] = (
-    "cv_roc_auc",
-    "cv_brier",
-    "cv_ece",
-    "oot_roc_auc",
-    "oot_brier",
-    "oot_ece",
-    "cv_truth_roc_auc",
-    "cv_mean_abs_diff_truth",
-)
+SUMMARY_COLUMNS: dict[str, str] = {
+    "cv_roc_auc": "CV AUC",
+    "cv_brier": "CV Brier",
+    "cv_ece": "CV ECE",
+    "oot_roc_auc": "OOT AUC",
+    "oot_brier": "OOT Brier",
+    "oot_ece": "OOT ECE",
+    "cv_truth_roc_auc": "truth AUC",
+    "cv_mean_abs_diff_truth": "|p-true|",
+    "seconds": "s",
+}
 
 
 def summary_table(metrics: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
-    """One row per model family with the main metrics (columns that no family has are left out)."""
-    frame = pd.DataFrame({name: {c: values.get(c, np.nan) for c in SUMMARY_COLUMNS} for name, values in metrics.items()}).T
-    return frame.dropna(axis=1, how="all")
+    """One row per model family with the main metrics, short column names (columns no family has
+    are left out)."""
+    rows = {
+        name: {label: values.get(key, np.nan) for key, label in SUMMARY_COLUMNS.items()}
+        for name, values in metrics.items()
+    }
+    return pd.DataFrame(rows).T.dropna(axis=1, how="all")

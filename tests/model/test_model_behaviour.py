@@ -19,7 +19,7 @@ from features.dataset import Dataset
 from features.simulator import load_scenario, merge, simulate
 from training.evaluation import importance_by_indicator
 from training.model import JobChanceModel
-from training.train import TrainConfig, fit_job_chance_model
+from training.train import TrainConfig, fit_job_chance_model, with_weights
 
 CITIZENS = 2000
 SEED = 5
@@ -36,7 +36,7 @@ class Fitted:
 
 def fitted(scenario: dict) -> Fitted:
     dataset = simulate(CITIZENS, seed=SEED, scenario=scenario, truth_draws=0).dataset
-    frame = build_features(dataset)
+    frame = with_weights(build_features(dataset), 12, "dropout")
     return Fitted(dataset, frame, fit_job_chance_model(frame, PARAMS, (1.0, 0.0), TrainConfig()))
 
 
