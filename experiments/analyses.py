@@ -30,6 +30,7 @@ from experiments.person_rounds import (
     LATENT_INDICATORS,
     DesignSpec,
     LogitFit,
+    caseworker_ids,
     combined_effect,
     effect_rows,
     fit_logit,
@@ -162,7 +163,7 @@ def interval_text(estimate: float, low: float, high: float, digits: int = 1, uni
 
 
 def cluster_means(values: np.ndarray, category: np.ndarray, groups: np.ndarray, level: float) -> pd.DataFrame:
-    """Mean of `values` per category with a cluster-robust (by `groups`, e.g. citizen) interval."""
+    """Mean of `values` per category with a cluster-robust (by `groups`, e.g. caseworker) interval."""
     frame = pd.DataFrame({"v": np.asarray(values, float), "c": np.asarray(category), "g": np.asarray(groups)})
     z = z_value(level)
     rows = []
@@ -259,9 +260,8 @@ def indicator_plot(table: pd.DataFrame, importance: pd.Series | None, level: flo
         capsize=3,
     )
     left.axvline(1.0, color="grey", linestyle="--", linewidth=1)
-    left.set_xscale("log")
     left.set_yticks(at, ordered["label"])
-    left.set(xlabel=f"odds ratio per step ({level:.0%} interval, log scale)", title="Hazard model")
+    left.set(xlabel=f"odds ratio per step ({level:.0%} interval)", title="Hazard model")
     if importance is not None:
         right.barh(at, importance.reindex(ordered["indicator"]).fillna(0.0).to_numpy(), color="tab:orange")
         right.set(xlabel="mean |SHAP contribution| (log-odds)", title="SHAP importance of the model")
@@ -496,14 +496,15 @@ def caseworker_practice_analysis(data: ResearchData, models: HazardModels, confi
 
 
 def mean_indicator_change(features: pd.DataFrame, window_days: int) -> pd.DataFrame:
-    """Rows with a previous measurement one round back: the change of the mean indicator answer
-    (all citizen and caseworker answers but belief) and the pattern of the last 3 months then."""
+    """Rows with a previous measurement one round back: their measurement id, the change of the mean
+    indicator answer (all citizen and caseworker answers but belief) and the pattern of the last 3
+    months then."""
     change = features[[f"{c}__change_prev" for c in INDICATOR_SCORES]].mean(axis=1)
     consecutive = features["days_since_prev"].astype(float) <= CONSECUTIVE_ROUNDS * window_days
     keep = consecutive & change.notna()
     return pd.DataFrame(
         {
-            "citizen_id": features.loc[keep, "citizen_id"].to_numpy(),
+            "measurement_id": features.loc[keep, "measurement_id"].to_numpy(),
             "pattern_3m": features.loc[keep, "pattern_3m"].astype(str).to_numpy(),
             "change": change[keep].to_numpy(),
         }
@@ -553,13 +554,13 @@ def progression_plot(shares: pd.DataFrame, changes: pd.DataFrame, level: float) 
 def progression_analysis(data: ResearchData, config: ResearchConfig) -> Analysis:
     """Analysis 3: the four patterns, the indicator change after each, and who stands still."""
     f = data.features
+    # Caseworkers shape both which interventions their citizens get and how they progress: the
+    # intervals are cluster-robust by the caseworker at the (later) measurement.
+    caseworker = caseworker_ids(data.dataset, f["measurement_id"])
     shares = pd.concat(
         [
             cluster_means(
-                (f["pattern_3m"].astype(str) == p).to_numpy(float),
-                np.full(len(f), p),
-                f["citizen_id"].to_numpy(),
-                config.level,
+                (f["pattern_3m"].astype(str) == p).to_numpy(float), np.full(len(f), p), caseworker, config.level
             )
             for p in PATTERNS
         ],
@@ -567,7 +568,10 @@ def progression_analysis(data: ResearchData, config: ResearchConfig) -> Analysis
     )
     pairs = mean_indicator_change(f, data.window_days)
     changes = cluster_means(
-        pairs["change"].to_numpy(), pairs["pattern_3m"].to_numpy(), pairs["citizen_id"].to_numpy(), config.level
+        pairs["change"].to_numpy(),
+        pairs["pattern_3m"].to_numpy(),
+        caseworker_ids(data.dataset, pairs["measurement_id"]),
+        config.level,
     )
     changes = changes.set_index("category").reindex(list(PATTERNS)).reset_index()
     still, still_low, still_high, citizens = still_or_back_interval(data.dataset, config.level)
@@ -607,13 +611,14 @@ def progression_analysis(data: ResearchData, config: ResearchConfig) -> Analysis
             "go back?"
         ),
         method=(
-            "The pattern of the last 3 months at each measurement (job-oriented with another type, job-oriented alone, "
-            "only other types, none). Progression is the change of the mean of the 20 indicator answers (citizen and "
-            "caseworker, belief excluded) from one measurement to the next, for measurements one round apart, grouped "
-            "by the pattern at the later measurement. Intervals are cluster-robust by citizen. The answers are bounded "
-            "by 1 and 5, so near the floor a decline can show only in part: the measured changes are slightly "
-            "smaller than the change of the underlying ability. Stand still or go back: the mean answer at the last "
-            "measurement is not above that at the first (citizens with two or more measurements)."
+            "The pattern of the last 3 months at each measurement (job-oriented with another type, job-oriented "
+            "alone, only other types, none). Progression is the change of the mean of the 20 indicator answers "
+            "(citizen and caseworker, belief excluded) from one measurement to the next, for measurements one round "
+            "apart, grouped by the pattern at the later measurement. Intervals are cluster-robust by caseworker. "
+            "The answers are bounded by 1 and 5, so near the floor a decline can show only in part: the measured "
+            "changes are slightly smaller than the change of the underlying ability. Stand still or go back: the "
+            "mean answer at the last measurement is not above that at the first (citizens with two or more "
+            "measurements)."
         ),
         findings=findings,
         params={"window_days": data.window_days, "level": config.level, "consecutive_rounds": CONSECUTIVE_ROUNDS},

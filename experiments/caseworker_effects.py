@@ -40,7 +40,14 @@ from experiments.analyses import (
     fit_hazard_models,
 )
 from experiments.mixed import LOG_SD, MixedFit, standard_normal_nodes
-from experiments.person_rounds import DesignSpec, day_number, dropout_per_round, time_columns, z_value
+from experiments.person_rounds import (
+    DesignSpec,
+    caseworker_ids,
+    day_number,
+    dropout_per_round,
+    time_columns,
+    z_value,
+)
 
 TIME_TERMS: tuple[str, ...] = ("rounds_since_enrolment", "log_rounds_since_enrolment")
 
@@ -202,11 +209,7 @@ def rates_plot(data: ResearchData, fit: MixedFit) -> Figure:
     """Share of each caseworker's citizens (at their first measurement) who entered a job or
     education, and the shrunken effects: raw rates vary more than the caseworkers do."""
     first = data.features.groupby("citizen_id", sort=False).head(1)
-    caseworker = (
-        data.dataset.measurements.set_index("measurement_id")["caseworker_id"]
-        .reindex(first["measurement_id"])
-        .to_numpy()
-    )
+    caseworker = caseworker_ids(data.dataset, first["measurement_id"])
     event = data.dataset.outcomes.set_index("citizen_id")["event"].reindex(first["citizen_id"]).to_numpy() != "none"
     rates = pd.Series(event).groupby(caseworker).agg(["mean", "size"])
     rates = rates[rates["size"] >= 5]

@@ -79,6 +79,12 @@ def round_days(dataset: Dataset, features: pd.DataFrame) -> tuple[np.ndarray, np
     return day_number(features["measured_on"]), event_day, followed
 
 
+def caseworker_ids(dataset: Dataset, measurement_ids: pd.Series | np.ndarray) -> np.ndarray:
+    """The caseworker responsible at each measurement (by measurement id)."""
+    caseworker = dataset.measurements.set_index("measurement_id")["caseworker_id"]
+    return caseworker.reindex(np.asarray(measurement_ids, dtype=object)).to_numpy(dtype=object)
+
+
 def person_rounds(dataset: Dataset, features: pd.DataFrame, window_days: int) -> pd.DataFrame:
     """The rows of `features` whose round outcome is known, with `event` (0/1) and `caseworker_id`.
 
@@ -91,11 +97,7 @@ def person_rounds(dataset: Dataset, features: pd.DataFrame, window_days: int) ->
         at_risk = ~(event_day <= t)
         event = (event_day > t) & (event_day <= t + window_days)
         observed = event | (followed >= t + window_days)
-    caseworker = dataset.measurements.set_index("measurement_id")["caseworker_id"]
-    out = features.assign(
-        event=event.astype(float),
-        caseworker_id=caseworker.reindex(features["measurement_id"].to_numpy()).to_numpy(dtype=object),
-    )
+    out = features.assign(event=event.astype(float), caseworker_id=caseworker_ids(dataset, features["measurement_id"]))
     return out[at_risk & observed].reset_index(drop=True)
 
 

@@ -54,7 +54,7 @@ def ingest(data: Annotated[Path, typer.Argument(help="Dataset folder to validate
     dataset, warnings = read_dataset(data)
     for warning in warnings:
         typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
-    summary = ingest_dataset(dataset, store_url())
+    summary = ingest_dataset(dataset, store_url(), source=str(data))
     typer.echo(str(summary))
 
 

@@ -268,19 +268,19 @@ PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.large_string(): pd.StringDtype("
 
 
 def _arrow_column(values: Sequence[Any], kind: str) -> pa.Array:
-    if kind == "date":  # ISO text from SQLite, `date` objects from PostgreSQL
-        return pa.array(values).cast(pa.date32())
+    """A fetched column as an Arrow array whose pandas form has the canonical dtype."""
+    if kind == "date":  # ISO text from SQLite, `date` objects from PostgreSQL; datetime64[s] in pandas
+        return pa.array(values).cast(pa.date32()).cast(pa.timestamp("s"))
     return pa.array(values, type=ARROW_TYPES[kind])
 
 
 def _frames(conn: Connection, name: str, stmt: Select, stream: bool = True) -> Iterator[pd.DataFrame]:
-    """The statement's rows as canonical frames of at most CHUNK_ROWS rows each."""
+    """The statement's rows (all columns of table `name`) as canonical frames of at most CHUNK_ROWS rows."""
     kinds = COLUMNS[name]
     for columns, rows in _fetch(conn, stmt, stream):
         # Column-wise through Arrow: one typed conversion per column instead of pandas inferring per cell.
         arrays = [_arrow_column(values, kinds[c]) for c, values in zip(columns, zip(*rows, strict=True), strict=True)]
-        table = pa.Table.from_arrays(arrays, names=columns)
-        yield canonical(name, table.to_pandas(types_mapper=PANDAS_TYPES.get, date_as_object=False))
+        yield pa.Table.from_arrays(arrays, names=columns).to_pandas(types_mapper=PANDAS_TYPES.get)
 
 
 def _read_table(conn: Connection, name: str, stmt: Select, stream: bool = True) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,11 +52,15 @@ def serve(
     typer.echo(
         f"serving {settings.model_name}@{settings.model_alias} from {env['MLFLOW_TRACKING_URI']} on http://{host}:{port}"
     )
+    server = subprocess.Popen(serve_command(port, host), cwd=REPO, env=env)
+    # A stop request to `bip serve` (a supervisor's SIGTERM) stops the server too; Ctrl+C reaches
+    # both already, as they share the terminal's process group.
+    signal.signal(signal.SIGTERM, lambda signum, _: server.send_signal(signum))
     try:
-        result = subprocess.run(serve_command(port, host), cwd=REPO, env=env)
+        code = server.wait()
     except KeyboardInterrupt:
-        return
-    raise typer.Exit(result.returncode)
+        code = server.wait()
+    raise typer.Exit(code)
 
 
 COMMANDS = [serve]

@@ -316,18 +316,32 @@ def _plain(values: np.ndarray, whole: bool = False) -> list:
 
 def _indicator_scores(frame: pd.DataFrame, positions: np.ndarray) -> dict[str, list[dict]]:
     """Per indicator, each row's citizen and caseworker score and change since the round before."""
+    wanted = [
+        name
+        for code in INDICATOR_CODES
+        for score in (f"cit_{code}", f"cw_{code}")
+        for name in (score, change_column(score, CHANGE))
+    ]
+    present = [name for name in wanted if name in frame.columns]
+    block = frame[present].to_numpy(dtype=float)[positions]  # one read of the numeric block, not 44
+    column = dict(zip(present, block.T, strict=True))
+    missing = np.full(len(positions), np.nan)
 
-    def column(name: str, whole: bool = False) -> list:
-        values = frame[name].to_numpy(dtype=float)[positions] if name in frame else np.full(len(positions), np.nan)
-        return _plain(values, whole)
+    def values(name: str, whole: bool = False) -> list:
+        return _plain(column.get(name, missing), whole)
 
     out = {}
     for code in INDICATOR_CODES:
-        cit, cw = column(f"cit_{code}", whole=True), column(f"cw_{code}", whole=True)
-        d_cit, d_cw = column(change_column(f"cit_{code}", CHANGE)), column(change_column(f"cw_{code}", CHANGE))
+        cit, cw = f"cit_{code}", f"cw_{code}"
         out[code] = [
             {"citizen": a, "caseworker": b, "citizen_change": c, "caseworker_change": d}
-            for a, b, c, d in zip(cit, cw, d_cit, d_cw, strict=True)
+            for a, b, c, d in zip(
+                values(cit, whole=True),
+                values(cw, whole=True),
+                values(change_column(cit, CHANGE)),
+                values(change_column(cw, CHANGE)),
+                strict=True,
+            )
         ]
     return out
 

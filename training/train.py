@@ -1,7 +1,9 @@
 """Fit, validate, calibrate and register the job-chance model, tracking every step in MLflow.
 
-Censoring: only labelled rows are fitted, each with its IPCW weight from `build_features`; a censored
-row has weight 0 and is never counted as a "no" (shared/data-contract.md, "The prediction target").
+Censoring: only labelled rows are fitted and scored, each with an inverse-probability-of-censoring
+weight; a censored row has weight 0 and is never counted as a "no" (shared/data-contract.md, "The
+prediction target"). The weights tell dropout from the extract date (`follow_up_weights`, see there
+why); `TrainConfig(weighting="pooled")` uses build_features' `ipcw_weight` column instead.
 
 Validation that cannot leak:
 - The out-of-time cutoff puts the last ~20 % of labelled measurements after it: the training period
@@ -683,7 +685,8 @@ def fit_job_chance_model(
     config: TrainConfig,
     metrics: Mapping[str, float] | None = None,
 ) -> JobChanceModel:
-    """The monotone XGBoost JobChanceModel fitted on every labelled row of `frame` (IPCW-weighted)."""
+    """The monotone XGBoost JobChanceModel fitted on every row of `frame` with a label and a positive
+    `ipcw_weight` (weighted by it: apply `with_weights` first), calibrated with `calibration`."""
     encoding = learn_encoding(frame)
     labelled = labelled_rows(frame)
     X = encode(frame[labelled], encoding.numeric, encoding.categories)
@@ -748,21 +751,18 @@ def log_family(result: FamilyResult, learner: Learner, split: Split, config: Tra
     result.trials.to_csv(out / "grid_search.csv", index=False)
     for name, table in result.tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
-    period_labelled, test_labelled = labelled_rows(split.period), labelled_rows(split.test)
-    evaluation.reliability_plot(
-        split.period["label"].to_numpy(float)[period_labelled],
-        result.cv_probability[period_labelled],
-        split.period["ipcw_weight"].to_numpy(float)[period_labelled],
-        out / "reliability_cv.png",
-        title=f"{result.name}: grouped CV (out of fold)",
-    )
-    evaluation.reliability_plot(
-        split.test["label"].to_numpy(float)[test_labelled],
-        result.oot_probability[test_labelled],
-        split.test["ipcw_weight"].to_numpy(float)[test_labelled],
-        out / "reliability_oot.png",
-        title=f"{result.name}: out of time",
-    )
+    for part, frame, probability, title in (
+        ("cv", split.period, result.cv_probability, "grouped CV (out of fold)"),
+        ("oot", split.test, result.oot_probability, "out of time"),
+    ):
+        rows = labelled_rows(frame)
+        evaluation.reliability_plot(
+            frame["label"].to_numpy(float)[rows],
+            probability[rows],
+            frame["ipcw_weight"].to_numpy(float)[rows],
+            out / f"reliability_{part}.png",
+            title=f"{result.name}: {title}",
+        )
     if learner.booster:
         rng = np.random.default_rng(config.seed)
         rows = np.sort(rng.choice(len(split.X_test), size=min(config.shap_rows, len(split.X_test)), replace=False))
@@ -829,6 +829,7 @@ def train(
                 "out_of_time_cutoff": str(split.cutoff.date()),
                 "out_of_time_share": config.out_of_time_share,
                 "n_boot": config.n_boot,
+                "weighting": config.weighting,
                 "models": ",".join(config.models),
                 "xgboost_grid": json.dumps(list(config.xgboost_grid)),
                 **{f"data_{k}": v for k, v in data_print.items()},

@@ -51,8 +51,10 @@ def test_unready_and_503_until_a_champion_exists(served):
 def test_health_endpoints(served):
     assert served.client.get("/livez").status_code == 200
     assert served.client.get("/readyz").status_code == 200
+    served.client.post("/predict", json=EXAMPLE_HISTORY).raise_for_status()
     metrics = served.client.get("/metrics")
-    assert metrics.status_code == 200 and "bentoml_service_request" in metrics.text
+    assert metrics.status_code == 200 and "# TYPE" in metrics.text  # Prometheus text format
+    wait_for(lambda: 'endpoint="/predict"' in served.client.get("/metrics").text, 30, "/predict in /metrics")
 
 
 def test_model_endpoint_names_version_metrics_and_catalogue(served):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
+from conftest import small_dataset
 
 from bip.errors import UserError
 from features import store
@@ -59,6 +60,20 @@ def test_load_gives_back_what_was_ingested(store_url, dataset):
     summary = store.ingest(dataset, store_url)
 
     assert counts(summary) == {name: (len(frame), 0) for name, frame in dataset.tables().items()}
+    assert_same(store.load(store_url), in_key_order(dataset))
+    assert_same(dataset, small_dataset())  # the caller's frames are left alone
+
+
+def test_a_dataset_not_yet_in_canonical_dtypes_is_stored_canonically(store_url, dataset):
+    raw = Dataset(
+        **{
+            name: frame.astype(object).assign(extra="ignored").iloc[::-1]  # object columns, an extra column, any order
+            for name, frame in dataset.tables().items()
+        }
+    )
+
+    store.ingest(raw, store_url)
+
     assert_same(store.load(store_url), in_key_order(dataset))
 
 
@@ -251,6 +266,8 @@ def test_load_of_one_citizen_gives_only_their_rows(store_url, dataset):
         pd.testing.assert_frame_equal(one.table(name), frame[frame["citizen_id"] == "c10"].reset_index(drop=True))
     assert one.caseworkers["caseworker_id"].tolist() == ["cw-1"]
     assert all(len(frame) == 0 for frame in store.load(store_url, ["nobody"]).tables().values())
+    with pytest.raises(TypeError):
+        store.load(store_url, "c10")  # one id is still a list of ids
 
 
 def test_citizen_ids_are_found_by_prefix_in_order(store_url, dataset):

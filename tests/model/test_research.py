@@ -44,7 +44,7 @@ CITIZENS, SEED = 4000, 2013
 K_CHECKS = 21  # interval checks in this file: 15 on the default scenario, 6 on the changed one
 Z = float(norm.ppf(1 - 0.05 / (2 * K_CHECKS)))
 PROGRESSION_TOLERANCE = 0.03
-CONFIG = ResearchConfig(draws=100)
+CONFIG = ResearchConfig(draws=50)
 CHANGED = {
     "hazard": {
         "caseworker_belief": 0.6,
@@ -255,14 +255,14 @@ def test_effective_caseworker_share_matches_the_simulated_what_if(default):
 def report_run(tmp_path, monkeypatch):
     """`bip report` on a small simulated dataset, with a temporary home and SQLite tracking store."""
     data = tmp_path / "data"
-    write_dataset(simulate(citizens=500, seed=11, truth_draws=0).dataset, data)
+    write_dataset(simulate(citizens=400, seed=11, truth_draws=0).dataset, data)
     monkeypatch.setenv("BIP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     app = typer.Typer()
     app.command()(report)
     app.command("noop")(lambda: None)  # two commands: Typer keeps the command name
     out = tmp_path / "report"
-    options = ["--folds", "2", "--n-boot", "20", "--draws", "30", "--n-jobs", "1"]
+    options = ["--folds", "2", "--n-boot", "10", "--draws", "20", "--n-jobs", "1"]
     result = CliRunner().invoke(app, ["report", "--data", str(data), "--out", str(out), *options])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return out, f"sqlite:///{tmp_path / 'mlflow.db'}"
