@@ -122,6 +122,12 @@ BACKGROUND_LABELS: dict[str, tuple[str, str]] = {
     "jobcentre": ("Jobcenter", "Job centre"),
 }
 
+# Labels of explanation factors that no single catalogue entry names.
+KIND_LABELS: dict[str, tuple[str, str]] = {
+    "history": ("Forløb og målinger indtil nu", "Course and measurements so far"),
+    "caseworker": ("Sagsbehandler", "Caseworker"),
+}
+
 
 def indicator(code: str) -> Indicator:
     """The catalogue entry of an indicator code; KeyError names the unknown code."""

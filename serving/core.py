@@ -44,6 +44,7 @@ from features.catalogue import (
     CITIZEN_COLUMNS,
     GROUP_LABELS,
     INDICATOR_CODES,
+    KIND_LABELS,
     SCORE_COLUMNS,
     indicator,
 )
@@ -60,12 +61,6 @@ from serving.schemas import (
 
 logger = logging.getLogger(__name__)
 
-# Labels of the factors that no single catalogue entry names.
-# TODO(lead): move to features/catalogue.py beside GROUP_LABELS and BACKGROUND_LABELS.
-FACTOR_LABELS: dict[str, tuple[str, str]] = {
-    "history": ("Forløb og målinger indtil nu", "Course and measurements so far"),
-    "caseworker": ("Sagsbehandler", "Caseworker"),
-}
 CHANGE = "change_prev"
 
 
@@ -106,7 +101,7 @@ def factor_label(key: str, kind: str) -> tuple[str, str]:
         return str(row["label_da"]), str(row["label_en"])
     if key in BACKGROUND_LABELS:
         return BACKGROUND_LABELS[key]
-    return FACTOR_LABELS.get(key, (key, key))
+    return KIND_LABELS.get(key, (key, key))
 
 
 @dataclass(frozen=True)
