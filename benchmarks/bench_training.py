@@ -129,7 +129,7 @@ def family_rows(result: Measured) -> pd.DataFrame:
                     "truth Brier": truth_brier,
                     "Brier/truth": brier / truth_brier,
                     "ECE": m[f"{split}_ece"],
-                    "mean |p-true|": m.get(f"{split}_mean_abs_diff_truth", np.nan),
+                    "mean abs(p-true)": m.get(f"{split}_mean_abs_diff_truth", np.nan),
                     "mean p": m.get(f"{split}_mean_predicted", np.nan),
                     "mean true": m.get(f"{split}_mean_true", np.nan),
                     "seconds": m.get("seconds", np.nan),
