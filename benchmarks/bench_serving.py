@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from serving.process import stop_process_tree
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -108,24 +109,6 @@ def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
         return subprocess.Popen(
             command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-
-
-def stop(process: subprocess.Popen) -> None:
-    import psutil
-
-    try:
-        children = psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    _, alive = psutil.wait_procs(children, timeout=5)
-    for child in alive:
-        child.kill()
 
 
 async def load(url: str, bodies: list[bytes], clients: int, seconds: float) -> Load:
@@ -346,7 +329,7 @@ def main() -> None:
                 json.dumps({"dataframe_split": rows.iloc[[k]].to_dict(orient="split")}, default=str).encode()
                 for k in range(len(rows))
             ]
-            stop(server)  # the two servers are measured one at a time
+            stop_process_tree(server)  # the two servers are measured one at a time
             server = None
             wait_until(f"http://127.0.0.1:{mlflow_port}/ping", 240)
             check = httpx.post(
@@ -363,9 +346,9 @@ def main() -> None:
             print(flow, flush=True)
     finally:
         if server is not None:
-            stop(server)
+            stop_process_tree(server)
         if mlflow_server is not None:
-            stop(mlflow_server)
+            stop_process_tree(mlflow_server)
     results["load_average_at_end"] = os.getloadavg()[0]
     print(json.dumps(results, indent=1, default=str))
     if args.write:

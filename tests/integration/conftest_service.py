@@ -8,7 +8,6 @@ and then picking up the first champion without a restart.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import httpx
 import pytest
 
 from features.dataset import Dataset
+from serving.process import stop_process_tree
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -98,26 +98,6 @@ def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
         )
 
 
-def stop_server(process: subprocess.Popen) -> None:
-    """Stop the server and its workers (which run in sessions of their own), gracefully if they let us."""
-    import psutil  # a dependency of bentoml
-
-    try:
-        children = psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    _, alive = psutil.wait_procs(children, timeout=5)
-    for child in alive:
-        child.kill()
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[Served]:
     from features.contract import write_dataset
@@ -161,4 +141,4 @@ def served(tmp_path_factory) -> Iterator[Served]:
         yield Served(client.base_url.__str__().rstrip("/"), home, data, dataset, env, process, log, client, before)
     finally:
         client.close()
-        stop_server(process)
+        stop_process_tree(process)
