@@ -13,6 +13,18 @@ DataOption = Annotated[
     Path | None,
     typer.Option("--data", help="A dataset folder in the data contract; the measurement store when left out."),
 ]
+DaskOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        metavar="ADDRESS|local",
+        help="Run on Dask: a scheduler address (tcp://HOST:8786) or `local` for a cluster on this machine; "
+        "--data must then hold Parquet tables (docs/dask.md).",
+    ),
+]
+PartitionOption = Annotated[
+    int, typer.Option(min=1, help="With --dask: citizens per partition (a citizen's history is never split).")
+]
 
 
 def simulate(
@@ -71,14 +83,25 @@ def export(
 
 
 def features(
-    out: Annotated[Path, typer.Option(help="Parquet file to write the feature rows to.")],
+    out: Annotated[Path, typer.Option(help="Parquet file (with --dask: a new Parquet folder) to write the rows to.")],
     data: DataOption = None,
     horizon_months: Annotated[int | None, typer.Option(help="Label horizon in months.")] = None,
+    dask: DaskOption = None,
+    partition_citizens: PartitionOption = 20_000,
 ) -> None:
     """Build one feature row per measurement (point-in-time correct), with labels."""
     from features.build import build_features
 
     settings = load_settings(horizon_months=horizon_months)
+    if dask is not None:
+        from features.distributed import dask_client, feature_frame, write_parquet
+
+        with dask_client(dask):
+            rows = write_parquet(
+                feature_frame(partition_source(data), settings.horizon_months, partition_citizens), out
+            )
+        typer.echo(f"{rows} feature rows written to {out} (Parquet folder, one file per partition)")
+        return
     frame = build_features(load_dataset(data), horizon_months=settings.horizon_months)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out, index=False)
@@ -96,6 +119,13 @@ def load_dataset(data: Path | None):
             typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
         return dataset
     return load(store_url())
+
+
+def partition_source(data: Path | None):
+    """Where the distributed path reads its partitions: the measurement store, or a Parquet folder."""
+    from features.distributed import StoreSource, parquet_source
+
+    return StoreSource(store_url()) if data is None else parquet_source(data)
 
 
 def store_url() -> str:

@@ -247,14 +247,33 @@ def validate_dataset(dataset: Dataset, max_problems: int = DEFAULT_MAX_PROBLEMS)
 
     Rows are counted from 1 by position, whatever the frames' index.
     """
+    return _checked(dataset.tables(), max_problems)[1]
+
+
+def checked_dataset(
+    frames: Mapping[str, pd.DataFrame], sources: Mapping[str, str], max_problems: int = DEFAULT_MAX_PROBLEMS
+) -> Dataset:
+    """The five tables as another reader read them (a partition of a Parquet dataset: stored types),
+    checked as `read_dataset` checks a folder and in canonical dtypes; ContractError naming `sources`."""
+    typed, problems, total = _checked(frames, max_problems)
+    if problems:
+        raise ContractError(problems, total, sources)
+    return Dataset(**{table: canonical(table, typed[table]) for table in TABLES})
+
+
+def _checked(
+    frames: Mapping[str, pd.DataFrame], max_problems: int
+) -> tuple[dict[str, pd.DataFrame], list[Problem], int]:
+    """The typed tables, the first problems and the number of problems of in-memory tables."""
     typed: dict[str, pd.DataFrame] = {}
     unreadable: dict[str, dict[str, np.ndarray]] = {}
     hits: list[_Hits] = []
-    for table, frame in dataset.tables().items():
+    for table, frame in frames.items():
         rows = frame.set_axis(pd.RangeIndex(1, len(frame) + 1))
         typed[table], unreadable[table], found_in_cells = _typed_table(table, rows, max_problems)
         hits += found_in_cells
-    return _merged(hits + _rule_hits(typed, unreadable, max_problems), max_problems)[0]
+    problems, total = _merged(hits + _rule_hits(typed, unreadable, max_problems), max_problems)
+    return typed, problems, total
 
 
 def write_dataset(dataset: Dataset, folder: Path, fmt: str = "csv") -> None:

@@ -7,6 +7,8 @@ never 0. An event on or before t does not count (the contract's window starts af
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 EVENT_KINDS: tuple[str, ...] = ("job", "education")
@@ -57,10 +59,31 @@ def censoring_survival(time: np.ndarray, censoring: np.ndarray) -> tuple[np.ndar
     `censoring` is True where observation ended without an event at `time`; rows with an event are
     censored observations of the censoring time. Rows with a NaN time are left out.
     """
+    return survival_of_counts(*censoring_counts(time, censoring))
+
+
+def censoring_counts(time: np.ndarray, censoring: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct known times, the rows at each and the censorings at each: all the Kaplan–Meier
+    curve needs, and additive, so that counts of disjoint row sets (partitions) merge exactly."""
     known = ~np.isnan(time)
     times, inverse, at_time = np.unique(time[known], return_inverse=True, return_counts=True)
     ended = np.bincount(inverse, weights=censoring[known].astype(float), minlength=len(times))
-    at_risk = known.sum() - np.cumsum(at_time) + at_time  # rows with time >= each distinct time
+    return times, at_time, ended
+
+
+def merged_counts(
+    counts: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`censoring_counts` of several disjoint row sets as the counts of all their rows together."""
+    times, at_time, ended = (np.concatenate(parts) for parts in zip(*counts, strict=True))
+    distinct, inverse = np.unique(times, return_inverse=True)
+    rows = np.bincount(inverse, weights=at_time, minlength=len(distinct)).astype(np.int64)
+    return distinct, rows, np.bincount(inverse, weights=ended, minlength=len(distinct))
+
+
+def survival_of_counts(times: np.ndarray, at_time: np.ndarray, ended: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Kaplan–Meier curve (times, G at each) from `censoring_counts`."""
+    at_risk = at_time.sum() - np.cumsum(at_time) + at_time  # rows with time >= each distinct time
     return times, np.cumprod(1.0 - ended / at_risk)
 
 
@@ -79,10 +102,22 @@ def ipcw_weights(
     Weighting the labelled rows so makes a classifier fitted on them estimate the chance of the
     event within the horizon for all rows, instead of over-representing early events.
     """
-    censoring = ~event_observed & ~np.isnan(time_to_event_days)
-    times, survival = censoring_survival(time_to_event_days, censoring)
+    curve = censoring_survival(time_to_event_days, pooled_censoring(time_to_event_days, event_observed))
+    return weights_of_curve(label, time_to_event_days, horizon_days, curve)
+
+
+def pooled_censoring(time_to_event_days: np.ndarray, event_observed: np.ndarray) -> np.ndarray:
+    """Rows whose observation ended without an event, whatever ended it (dropout or the extract)."""
+    return ~event_observed & ~np.isnan(time_to_event_days)
+
+
+def weights_of_curve(
+    label: np.ndarray, time_to_event_days: np.ndarray, horizon_days: np.ndarray, curve: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """1 / G(min(time, horizon)-) for labelled rows and 0 for censored ones, G the given curve: how
+    `ipcw_weights` weights rows, and how a partition is weighted by a curve of all partitions."""
     labelled = ~np.isnan(label)
     at = np.fmin(time_to_event_days, horizon_days)
     weights = np.zeros(len(label))
-    weights[labelled] = 1.0 / survival_before(times, survival, at[labelled])
+    weights[labelled] = 1.0 / survival_before(*curve, at[labelled])
     return weights

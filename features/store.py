@@ -40,6 +40,7 @@ from sqlalchemy import (
     create_engine,
     event,
     exc,
+    func,
     inspect,
     select,
 )
@@ -519,6 +520,53 @@ def load(url: str, citizen_ids: Sequence[str] | None = None) -> Dataset:
             caseworker_ids = None if ids is None else sorted(tables["measurements"]["caseworker_id"].unique())
             tables["caseworkers"] = _load_table(conn, "caseworkers", "caseworker_id", caseworker_ids)
     return Dataset(**tables)
+
+
+def citizen_bounds(url: str, citizens_per_part: int) -> list[str]:
+    """The first citizen id of each run of `citizens_per_part` stored citizens in id order: the bounds of
+    partitions by citizen. One query, numbered on the server, so no process fetches every id."""
+    if citizens_per_part < 1:
+        raise ValueError("citizens_per_part must be at least 1")
+    key = SCHEMA.tables["citizens"].c.citizen_id
+    ranked = select(key, func.row_number().over(order_by=key).label("n")).subquery()
+    stmt = select(ranked.c.citizen_id).where((ranked.c.n - 1) % citizens_per_part == 0).order_by(ranked.c.citizen_id)
+    with _engine(url).connect() as conn:
+        if not _schema_exists(conn):
+            return []
+        return list(conn.execute(stmt).scalars())
+
+
+def load_citizen_range(url: str, first: str | None, stop: str | None) -> Dataset:
+    """The stored rows of the citizens with `first` <= citizen_id < `stop` (None: unbounded) and the
+    caseworkers their measurements name, in canonical dtypes: one key-range query per table, in one
+    snapshot. The partition reader of the distributed path (features/distributed.py)."""
+    with _engine(url).connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            if not _schema_exists(conn):
+                return empty_dataset()
+            tables = {}
+            for name in TABLES:
+                table = SCHEMA.tables[name]
+                ordered = select(table).order_by(*(table.c[k] for k in KEYS[name]))
+                if name == "caseworkers":
+                    named = select(SCHEMA.tables["measurements"].c.caseworker_id)
+                    named = named.where(*_in_range(SCHEMA.tables["measurements"].c.citizen_id, first, stop))
+                    tables[name] = _read_table(conn, name, ordered.where(table.c.caseworker_id.in_(named)))
+                else:
+                    tables[name] = _read_table(conn, name, ordered.where(*_in_range(table.c.citizen_id, first, stop)))
+    return Dataset(**tables)
+
+
+def _in_range(column: Column, first: str | None, stop: str | None) -> list[Any]:
+    """Conditions first <= column < stop, leaving out an unbounded side."""
+    conditions = []
+    if first is not None:
+        conditions.append(column >= first)
+    if stop is not None:
+        conditions.append(column < stop)
+    return conditions
 
 
 def _successor(prefix: str) -> str | None:

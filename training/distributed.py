@@ -1,0 +1,468 @@
+"""Training and nightly scoring on Dask (xgboost.dask), for data that outgrows one machine.
+
+The feature rows come from `features.distributed.feature_frame`: the same rows as in memory. What
+looks across citizens is computed as a reduction over partitions and then applied per partition,
+so it equals the in-memory value: the dropout IPCW weights (the extract date and the Kaplan–Meier
+curve of dropout, as `training.train.follow_up_weights`), the out-of-time cutoff
+(`out_of_time_cutoff`) and the one-hot categories (`learn_encoding`).
+
+The validation differs from `training.train` in one way, because nested cross-validation would fit
+folds x grid points x boosters on the whole register: the training period's citizens are split once,
+by a hash of the citizen id (so any partitioning gives the same split), into fitting citizens and
+held-out citizens. The grid point and the number of trees are chosen by early stopping on the
+held-out citizens; Platt calibration is fitted on their margins; the out-of-time rows are scored by
+that model. The registered model is refitted on every labelled row with the chosen parameters and
+that calibration, and is the same `JobChanceModel` that the service loads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from bip.errors import UserError
+from features.distributed import (
+    CITIZENS_PER_PARTITION,
+    ParquetSource,
+    StoreSource,
+    horizon_days,
+    partition_results,
+    partitioned_features,
+    weighted_features,
+)
+from features.feature_catalogue import ID_COLUMNS
+from features.labels import censoring_counts, survival_before
+from training import evaluation
+from training.model import JobChanceModel, encode, learn_categories, model_catalogue, model_inputs
+from training.train import (
+    CHAMPION_CANDIDATE,
+    Encoding,
+    TrainConfig,
+    calibrated,
+    experiment_id,
+    fingerprint,
+    headline,
+    labelled_rows,
+    platt,
+)
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    import xgboost as xgb
+    from distributed import Client
+
+HASH_BUCKETS = 1_000_000
+MIN_LABELLED = 10
+
+
+# --- the cross-citizen pieces, as reductions ------------------------------------------------------------
+
+
+def follow_up(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the measurement day, time to event or end of follow-up, that end's day, and whether
+    follow-up ended without an event (as `follow_up_weights` reads a feature frame)."""
+    day = frame["measured_on"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    time_ = frame["time_to_event_days"].to_numpy(dtype=float)
+    ended = ~frame["event_observed"].to_numpy(dtype=bool) & ~np.isnan(time_)
+    return day, time_, day + time_, ended
+
+
+def latest_end(frame: pd.DataFrame) -> float:
+    """The latest end of follow-up without an event in a partition (NaN when there is none): the
+    extract date is the maximum over partitions."""
+    _, _, end, ended = follow_up(frame)
+    return float(end[ended].max()) if ended.any() else math.nan
+
+
+def dropout_counts(frame: pd.DataFrame, extract: float) -> pd.DataFrame:
+    """A partition's censoring counts of the dropout curve: follow-up that ended before the extract."""
+    _, time_, end, ended = follow_up(frame)
+    times, at_time, ended_at = censoring_counts(time_, ended & (end < extract))
+    return pd.DataFrame({"time": times, "rows": at_time, "ended": ended_at})
+
+
+def with_dropout_weights(
+    frame: pd.DataFrame, horizon_months: int, extract: float, curve: tuple[np.ndarray, np.ndarray]
+) -> pd.DataFrame:
+    """A partition with `follow_up_weights` as `ipcw_weight`, from the extract date and dropout curve
+    of all partitions: 1/G(min(time, horizon)-) for labelled rows whose horizon ends by the extract."""
+    label = frame["label"].to_numpy(dtype=float)
+    if math.isnan(extract):  # no follow-up ended without an event anywhere
+        return frame.assign(ipcw_weight=np.where(np.isnan(label), 0.0, 1.0))
+    day, time_, _, _ = follow_up(frame)
+    horizon = horizon_days(frame["measured_on"], horizon_months)
+    eligible = ~np.isnan(label) & (day + horizon <= extract)
+    weights = np.zeros(len(frame))
+    weights[eligible] = 1.0 / survival_before(*curve, np.fmin(time_, horizon)[eligible])
+    return frame.assign(ipcw_weight=weights)
+
+
+def training_weights(frame: dd.DataFrame, horizon_months: int, weighting: str) -> dd.DataFrame:
+    """`frame` with the `ipcw_weight` that `training.train.with_weights` gives the whole dataset."""
+    from features.distributed import curve_of
+
+    if weighting == "pooled":
+        return frame
+    if weighting != "dropout":
+        raise ValueError(f"unknown weighting {weighting!r}; choose from dropout, pooled")
+    ends = [end for end in partition_results(frame, latest_end) if not math.isnan(end)]
+    extract = max(ends) if ends else math.nan
+    curve = curve_of(partition_results(frame, dropout_counts, extract)) if ends else (np.zeros(0), np.zeros(0))
+    return frame.map_partitions(with_dropout_weights, horizon_months, extract, curve, meta=frame._meta)
+
+
+def labelled_dates(frame: pd.DataFrame) -> pd.Series:
+    """How many labelled rows (label known, weight positive) each measurement date has."""
+    return frame.loc[labelled_rows(frame), "measured_on"].value_counts()
+
+
+def cutoff_of_counts(counts: Sequence[pd.Series], share: float) -> pd.Timestamp:
+    """`out_of_time_cutoff` from the partitions' `labelled_dates`: the first date of the last `share`
+    of the labelled measurements, by date."""
+    per_date = pd.concat(counts).groupby(level=0).sum().sort_index()
+    total = int(per_date.sum())
+    if total < MIN_LABELLED:
+        raise UserError(f"only {total} labelled measurements: too few to train; is the follow-up long enough?")
+    position = int(np.floor(total * (1 - share)))
+    reached = np.cumsum(per_date.to_numpy())
+    return pd.Timestamp(per_date.index[np.searchsorted(reached, position, side="right")]).normalize()
+
+
+def learned_encoding(frame: dd.DataFrame) -> Encoding:
+    """`training.train.learn_encoding` of the whole frame: the categories seen in any partition."""
+    numeric, categorical = model_inputs(list(frame.columns))
+    seen = partition_results(frame, learn_categories, categorical)
+    categories = {c: sorted(set().union(*(part[c] for part in seen))) for c in categorical}
+    return Encoding(numeric, categories, model_catalogue(numeric, categories))
+
+
+def held_out(citizen_ids: pd.Series, share: float, seed: int) -> np.ndarray:
+    """True for the rows of about `share` of the citizens, chosen by a seeded hash of the id, so that
+    every partitioning of the data holds out the same citizens."""
+    key = f"{seed % 10**16:016d}"
+    hashes = pd.util.hash_array(citizen_ids.to_numpy(dtype=object), hash_key=key)
+    return (hashes % HASH_BUCKETS) < share * HASH_BUCKETS
+
+
+def labelled_part(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a partition that take part in fitting and evaluation (`labelled_rows`)."""
+    return frame[labelled_rows(frame)]
+
+
+def dated(frame: pd.DataFrame, cutoff: pd.Timestamp, before: bool) -> pd.DataFrame:
+    """The rows measured before `cutoff` (`before`), or on or after it."""
+    return frame[(frame["measured_on"] < cutoff).to_numpy() == before]
+
+
+def citizens_held_out(frame: pd.DataFrame, share: float, seed: int, held: bool = True) -> pd.DataFrame:
+    """The rows of the citizens `held_out` picks (`held`), or of the others."""
+    return frame[held_out(frame["citizen_id"], share, seed) == held]
+
+
+def combined_fingerprint(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One `training.train.fingerprint` from those of the partitions: counts add up (a citizen lies in
+    one partition), dates take the extremes, and the content hash is the hash of the partitions' hashes
+    in citizen order (so it differs from the in-memory hash of the same rows)."""
+    import hashlib
+
+    out: dict[str, Any] = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        if key == "content_sha256":
+            out[key] = hashlib.sha256("".join(values).encode()).hexdigest()
+        elif isinstance(values[0], int | float):
+            out[key] = sum(values)
+        else:
+            dated = [v for v in values if v]
+            out[key] = (min(dated) if key.startswith("first") else max(dated)) if dated else ""
+    return out
+
+
+# --- xgboost.dask -------------------------------------------------------------------------------------------
+
+
+def booster_params(monotone: Sequence[int], config: TrainConfig) -> dict[str, Any]:
+    """The champion candidate's XGBoost parameters (those of `training.train.xgboost_learner`); the
+    threads are the workers' own."""
+    return {
+        "objective": "binary:logistic",
+        "eval_metric": "logloss",
+        "tree_method": "hist",
+        "max_bin": 64,
+        "min_child_weight": 2.0,
+        "subsample": 0.8,
+        "colsample_bytree": 0.8,
+        "reg_lambda": 1.0,
+        "seed": config.seed,
+        "monotone_constraints": "(" + ",".join(str(int(m)) for m in monotone) + ")",
+    }
+
+
+def matrix_frame(frame: pd.DataFrame, encoding: Encoding) -> pd.DataFrame:
+    """The model matrix of a partition (`training.model.encode`) as a float32 frame with feature names."""
+    return pd.DataFrame(encode(frame, encoding.numeric, encoding.categories), columns=encoding.feature_names)
+
+
+def quantile_matrix(client: Client, frame: dd.DataFrame, encoding: Encoding, ref: Any = None) -> Any:
+    """A DaskQuantileDMatrix of `frame`'s rows, labels and weights, binned as training bins (`ref`)."""
+    from xgboost import dask as dxgb
+
+    X = frame.map_partitions(matrix_frame, encoding, meta=matrix_frame(frame._meta, encoding))
+    return dxgb.DaskQuantileDMatrix(
+        client, X, frame["label"], weight=frame["ipcw_weight"], missing=np.nan, max_bin=64, ref=ref
+    )
+
+
+def margins(frame: pd.DataFrame, booster: xgb.Booster, encoding: Encoding) -> pd.DataFrame:
+    """Label, weight and the booster's margin of a partition's rows: all that calibration and the
+    metrics need, three numbers a row."""
+    X = encode(frame, encoding.numeric, encoding.categories)
+    margin = booster.inplace_predict(X, predict_type="margin") if len(X) else np.zeros(0)
+    return pd.DataFrame(
+        {"label": frame["label"].to_numpy(float), "weight": frame["ipcw_weight"].to_numpy(float), "margin": margin}
+    )
+
+
+def gathered_margins(frame: dd.DataFrame, booster: xgb.Booster, encoding: Encoding) -> pd.DataFrame:
+    booster.set_param({"nthread": 1})  # one task per worker thread already
+    return pd.concat(partition_results(frame, margins, booster, encoding), ignore_index=True)
+
+
+@dataclass
+class Choice:
+    """The chosen grid point, its number of trees, the booster that stopped there and the grid search."""
+
+    params: dict[str, Any]
+    booster: xgb.Booster
+    trials: pd.DataFrame
+
+
+def choose_by_early_stopping(
+    client: Client, fit: dd.DataFrame, check: dd.DataFrame, encoding: Encoding, config: TrainConfig
+) -> Choice:
+    """Each grid point boosted on the fitting citizens, stopped early on the held-out citizens
+    (weighted log loss); the point with the lowest loss at its best round."""
+    from xgboost import dask as dxgb
+
+    train_matrix = quantile_matrix(client, fit, encoding)
+    check_matrix = quantile_matrix(client, check, encoding, ref=train_matrix)
+    fixed = booster_params(encoding.catalogue["monotone"].tolist(), config)
+    trials, best = [], None
+    for point in config.xgboost_grid:
+        result = dxgb.train(
+            client,
+            {**fixed, **point},
+            train_matrix,
+            num_boost_round=config.max_rounds,
+            evals=[(check_matrix, "valid")],
+            early_stopping_rounds=config.early_stopping_rounds,
+            verbose_eval=False,
+        )
+        booster = result["booster"]
+        rounds = booster.best_iteration + 1
+        loss = float(result["history"]["valid"]["logloss"][rounds - 1])
+        trials.append({"grid_point": json.dumps(point, sort_keys=True), "n_estimators": rounds, "valid_log_loss": loss})
+        if best is None or loss < best[0]:
+            best = (loss, {**point, "n_estimators": rounds}, booster[:rounds])
+    return Choice(best[1], best[2], pd.DataFrame(trials))
+
+
+def refit(client: Client, frame: dd.DataFrame, encoding: Encoding, params: Mapping[str, Any], config: TrainConfig):
+    """The booster boosted on every row of `frame` for the chosen number of trees, without early stopping."""
+    from xgboost import dask as dxgb
+
+    grid_point = {k: v for k, v in params.items() if k != "n_estimators"}
+    fixed = booster_params(encoding.catalogue["monotone"].tolist(), config)
+    matrix = quantile_matrix(client, frame, encoding)
+    booster = dxgb.train(client, {**fixed, **grid_point}, matrix, num_boost_round=int(params["n_estimators"]))[
+        "booster"
+    ]
+    booster.feature_names = list(encoding.feature_names)
+    return booster
+
+
+def metric_values(scored: pd.DataFrame, calibration: tuple[float, float], prefix: str) -> dict[str, float]:
+    """Weighted point metrics (`evaluation.metric_values`) of gathered margins, calibrated."""
+    p = calibrated(scored["margin"].to_numpy(), calibration)
+    y, w = scored["label"].to_numpy(), scored["weight"].to_numpy()
+    values = evaluation.metric_values(y, p, w)
+    values.update(
+        {
+            "labelled_rows": float(len(scored)),
+            "observed_rate_ipcw": float(np.average(y, weights=w)),
+            "mean_predicted_labelled": float(np.average(p, weights=w)),
+        }
+    )
+    return {f"{prefix}_{k}": v for k, v in values.items()}
+
+
+# --- one training run ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class DaskTrainOutcome:
+    """What `bip train --dask` did: its MLflow run, the registered version, metrics and the model."""
+
+    run_id: str
+    model_version: int
+    champion_set: bool
+    metrics: dict[str, float]
+    seconds: float
+    model: JobChanceModel
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def train_on_dask(
+    client: Client,
+    source: StoreSource | ParquetSource,
+    tracking_uri: str,
+    artifact_root: Path,
+    experiment: str,
+    model_name: str,
+    config: TrainConfig,
+    alias: str = "champion",
+    citizens_per_partition: int = CITIZENS_PER_PARTITION,
+) -> DaskTrainOutcome:
+    """Train the calibrated monotone XGBoost on the cluster behind `client`, log one MLflow run
+    ("train-dask") and register the model (alias `alias` set only when the model has none)."""
+    import mlflow
+
+    from features.distributed import cluster_description
+    from training import registry
+    from training.model import input_example, log_pyfunc
+
+    start = time.perf_counter()
+    mlflow.set_tracking_uri(tracking_uri)
+    run_id = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into the run it made
+    if run_id is None:
+        mlflow.set_experiment(experiment_id=experiment_id(experiment, artifact_root))
+    base = partitioned_features(source, config.horizon_months, citizens_per_partition).persist()
+    full = training_weights(weighted_features(base, config.horizon_months), config.horizon_months, config.weighting)
+    full = full.persist()
+    del base
+    cutoff = cutoff_of_counts(partition_results(full, labelled_dates), config.out_of_time_share)
+    labelled = full.map_partitions(labelled_part, meta=full._meta)
+    period, test = (labelled.map_partitions(dated, cutoff, before, meta=full._meta) for before in (True, False))
+    inner, fit = (
+        period.map_partitions(citizens_held_out, config.inner_share, config.seed, chosen, meta=period._meta)
+        for chosen in (True, False)
+    )
+    period_encoding = learned_encoding(full.map_partitions(dated, cutoff, True, meta=full._meta))
+    choice = choose_by_early_stopping(client, fit, inner, period_encoding, config)
+    check_scored = gathered_margins(inner, choice.booster, period_encoding)
+    calibration = platt(*(check_scored[c].to_numpy() for c in ("margin", "label", "weight")))
+    test_scored = gathered_margins(test, choice.booster, period_encoding)
+    metrics = {**metric_values(check_scored, calibration, "valid"), **metric_values(test_scored, calibration, "oot")}
+    metrics.update({"calibration_a": calibration[0], "calibration_b": calibration[1]})
+
+    encoding = learned_encoding(full)
+    booster = refit(client, labelled, encoding, choice.params, config)
+    booster.set_param({"nthread": 1})
+    data_print = combined_fingerprint(partition_results(full, fingerprint))
+    model = JobChanceModel(
+        booster=booster,
+        feature_names=encoding.feature_names,
+        categories=encoding.categories,
+        calibration=calibration,
+        catalogue=encoding.catalogue,
+        horizon_months=config.horizon_months,
+        training_fingerprint=data_print,
+        metrics={**headline(metrics), **{k: float(v) for k, v in metrics.items() if k.startswith("valid_")}},
+    )
+    params = {
+        "engine": "dask",
+        "model": CHAMPION_CANDIDATE,
+        "horizon_months": config.horizon_months,
+        "seed": config.seed,
+        "weighting": config.weighting,
+        "out_of_time_cutoff": str(cutoff.date()),
+        "out_of_time_share": config.out_of_time_share,
+        "inner_share": config.inner_share,
+        "validation": "held-out citizens (hash of id); no nested CV",
+        "xgboost_grid": json.dumps(list(config.xgboost_grid)),
+        "chosen": json.dumps(choice.params, sort_keys=True),
+        "calibration": json.dumps(list(calibration)),
+        "max_rounds": config.max_rounds,
+        "early_stopping_rounds": config.early_stopping_rounds,
+        "partitions": full.npartitions,
+        "citizens_per_partition": citizens_per_partition,
+        "source": str(source),
+        **cluster_description(client),
+        **{f"data_{k}": v for k, v in data_print.items()},
+    }
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id, run_name="train-dask") as run:
+        folder = Path(tmp) / "run"
+        folder.mkdir()
+        mlflow.log_params(params)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+        encoding.catalogue.to_csv(folder / "feature_catalogue.csv", index=False)
+        choice.trials.to_csv(folder / "grid_search.csv", index=False)
+        (folder / "data_fingerprint.json").write_text(json.dumps(data_print, indent=1))
+        evaluation.reliability_plot(
+            test_scored["label"].to_numpy(),
+            calibrated(test_scored["margin"].to_numpy(), calibration),
+            test_scored["weight"].to_numpy(),
+            folder / "reliability_oot.png",
+            title=f"{CHAMPION_CANDIDATE} (Dask): out of time",
+        )
+        mlflow.log_artifacts(str(folder))
+        example = input_example(model, full.head(3, npartitions=-1))
+        info = log_pyfunc(model, "model", example, Path(tmp) / "pyfunc")
+        version = registry.register(info, model_name, tags={"train_run": run.info.run_id}, tracking_uri=tracking_uri)
+        champion_set = registry.champion_version(model_name, alias=alias, tracking_uri=tracking_uri) is None
+        if champion_set:
+            registry.set_champion(model_name, version.version, alias=alias, tracking_uri=tracking_uri)
+        seconds = time.perf_counter() - start
+        mlflow.log_metric("seconds", seconds)
+        mlflow.set_tags({"registered_version": str(version.version), "champion_set": str(champion_set)})
+    return DaskTrainOutcome(run.info.run_id, int(version.version), champion_set, metrics, seconds, model, choice.params)
+
+
+# --- nightly scoring ----------------------------------------------------------------------------------------
+
+
+def latest_scores(frame: pd.DataFrame, model: JobChanceModel, top: int) -> pd.DataFrame:
+    """Each citizen's latest measurement in a partition, scored and explained as `bip predict` does."""
+    latest = frame.drop_duplicates("citizen_id", keep="last").reset_index(drop=True)  # rows in date order
+    if latest.empty:  # a partition without measurements (and Dask's empty frame of the columns)
+        return no_scores(latest, model, top)
+    explained = model.explain_frame(latest, k=top)
+    extra = [c for c in explained.columns if c.startswith(("indicator_", "contribution_"))]
+    names = {c: "str" for c in extra if c.startswith("indicator_")}  # typed text, as Parquet wants
+    return explained[[*ID_COLUMNS, "probability", *extra]].astype(names)
+
+
+def no_scores(frame: pd.DataFrame, model: JobChanceModel, top: int) -> pd.DataFrame:
+    """The empty frame of `latest_scores`' columns and dtypes."""
+    indicators = model.catalogue.loc[model.catalogue["kind"] == "indicator", "belongs_to"].nunique()
+    out = frame[list(ID_COLUMNS)].iloc[:0].assign(probability=np.zeros(0))
+    for j in range(1, min(top, indicators) + 1):
+        out[f"indicator_{j}"] = pd.Series(dtype="str")
+        out[f"contribution_{j}"] = np.zeros(0)
+    return out
+
+
+def score_citizens(
+    source: StoreSource | ParquetSource,
+    model: JobChanceModel,
+    out: Path,
+    top: int = 3,
+    citizens_per_partition: int = CITIZENS_PER_PARTITION,
+) -> int:
+    """Score every citizen's latest measurement on the cluster (the default Dask client) into the
+    Parquet dataset folder `out`, one file per partition; the number of citizens scored."""
+    from features.distributed import write_parquet
+
+    features = partitioned_features(source, model.horizon_months, citizens_per_partition)
+    scored = features.map_partitions(latest_scores, model, top, meta=latest_scores(features._meta, model, top))
+    return write_parquet(scored, out)
