@@ -25,7 +25,18 @@ class Settings(BaseSettings):
     model_alias: str = "champion"
     experiment: str = "bip-job-chance"
     audit_log: Path | None = Field(default=None, description="Audit log file (JSON lines).")
-    admin_token: str | None = None
+    admin_token: str | None = Field(default=None, description="Token of the admin endpoints; unset: they are off.")
+    admin_token_file: Path | None = Field(default=None, description="File holding the admin token instead.")
+    gate_auc_margin: float = Field(
+        default=0.02, ge=0, description="Challenger AUC may be this much below the champion's."
+    )
+    gate_max_auc_drop: float = Field(
+        default=0.08, ge=0, description="Challenger AUC may be this much below the champion's validated AUC."
+    )
+    gate_max_ece: float = Field(default=0.05, gt=0, description="Largest calibration error a challenger may have.")
+    gate_fairness_margin: float = Field(
+        default=0.05, ge=0, description="Largest growth of a fairness gap between groups over the champion's."
+    )
 
     @property
     def store_url(self) -> str:
@@ -38,6 +49,19 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return self.home.resolve() / "mlartifacts"
+
+    @property
+    def lock_folder(self) -> Path:
+        return self.home.resolve() / "locks"
+
+    @property
+    def admin_secret(self) -> str | None:
+        """The admin token from BIP_ADMIN_TOKEN or, else, the file BIP_ADMIN_TOKEN_FILE; None: admin is off."""
+        if self.admin_token:
+            return self.admin_token
+        if self.admin_token_file is not None:
+            return self.admin_token_file.read_text(encoding="utf-8").strip() or None
+        return None
 
     @property
     def audit_log_path(self) -> Path:

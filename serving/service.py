@@ -4,7 +4,8 @@ Thin by design: it loads the champion model into a `serving.core.Predictor`, let
 (`serving.schemas`) validate the body, and calls the same `core` functions as the caseworker page.
 
 Endpoints: POST /predict, POST /predict_batch, GET /model, and the caseworker page under
-/caseworker (serving/page.py, same Predictor); BentoML adds /livez, /readyz (not ready
+/caseworker (serving/page.py, same Predictor); the admin endpoints under /admin (serving/admin.py,
+off unless BIP_ADMIN_TOKEN or BIP_ADMIN_TOKEN_FILE is set); BentoML adds /livez, /readyz (not ready
 until a model is loaded), /metrics and the OpenAPI document at /docs.json. Client mistakes answer
 4xx: 400 with pydantic's `detail` (each error's `loc` names the field), 413 for a body over the
 limit, 415 for a body that is not JSON; 503 while no model is loaded.
@@ -27,6 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from bip.settings import load_settings
+from serving.admin import create_admin_app
 from serving.audit import AuditLog
 from serving.core import ModelUnavailable, Predictor, gc_paused
 from serving.page import PAGE_PATH, create_app
@@ -118,6 +120,7 @@ extra = FastAPI(title="bip job chance: model information", docs_url=None, redoc_
 
 
 @bentoml.service(name="JobChance", traffic={"timeout": 60}, threads=4)
+@bentoml.asgi_app(create_admin_app(), path="/admin", name="admin")
 @bentoml.asgi_app(create_app(current_predictor), path=PAGE_PATH, name="caseworker-page")
 @bentoml.asgi_app(extra, path="/", name="model-info")
 class JobChance:

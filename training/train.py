@@ -445,8 +445,18 @@ def fingerprint(frame: pd.DataFrame) -> dict[str, Any]:
         "labelled_rows": int(frame["label"].notna().sum()),
         "first_measured_on": str(dates.min().date()) if len(frame) else "",
         "last_measured_on": str(dates.max().date()) if len(frame) else "",
+        "labelled_through": labelled_through(frame),
         "content_sha256": digest,
     }
+
+
+def labelled_through(frame: pd.DataFrame) -> str:
+    """The date of the latest measurement that takes part in fitting (label known, weight positive):
+    what a model fitted on `frame` has learnt outcomes up to; "" when none does."""
+    if "ipcw_weight" not in frame.columns:
+        return ""
+    dates = frame["measured_on"][labelled_rows(frame)]
+    return str(dates.max().date()) if len(dates) else ""
 
 
 def read_truth(path: Path) -> pd.DataFrame | None:
@@ -611,7 +621,11 @@ def make_split(dataset: Dataset, config: TrainConfig) -> Split:
     full = with_weights(
         build_features(dataset, horizon_months=config.horizon_months), config.horizon_months, config.weighting
     )
-    cutoff = out_of_time_cutoff(full, config.out_of_time_share)
+    return split_at(full, out_of_time_cutoff(full, config.out_of_time_share), config)
+
+
+def split_at(full: pd.DataFrame, cutoff: pd.Timestamp, config: TrainConfig) -> Split:
+    """The training period (measured before `cutoff`) with its folds and encoding, and the rows after it."""
     before = (full["measured_on"] < cutoff).to_numpy()
     period = full[before].reset_index(drop=True)
     test = full[~before].reset_index(drop=True)

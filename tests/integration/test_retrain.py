@@ -1,0 +1,318 @@
+"""Retraining on new rounds end to end: a real store (SQLite), a real MLflow store, `bip retrain` and
+`bip promote` in-process and as processes, the lock, a killed retrain, and a real BentoML server that
+picks up the new champion and offers the admin endpoints.
+
+Every test gets its own installation (`champion_home`): round 1 (the extract of 2015-09-30) ingested
+and a champion trained on it; `next_round` is the extract a quarter later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import pytest
+from conftest_service import REPO, free_port, small_train_config, start_server, wait_for
+
+from bip.settings import Settings, load_settings
+from features.build import truncate_dataset
+from features.catalogue import SCORE_COLUMNS
+from features.dataset import Dataset
+from features.simulator import simulate
+from features.store import ingest, ingests, load
+from serving.process import stop_process_tree
+from training import registry
+from training.lifecycle import Gates, RetrainError, _move_alias, retrain
+from training.locks import LockHeld, exclusive
+from training.train import train
+
+pytestmark = pytest.mark.xdist_group("retrain")
+
+CITIZENS, SEED = 1500, 2024
+ROUND_1, ROUND_2, ROUND_3 = date(2015, 9, 30), date(2015, 12, 31), date(2016, 3, 31)
+TOKEN = "s3cret-admin-token"
+
+
+@pytest.fixture(scope="module")
+def simulated() -> Dataset:
+    return simulate(CITIZENS, seed=SEED, truth_draws=0).dataset
+
+
+@dataclass
+class Home:
+    settings: Settings
+    dataset: Dataset
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BIP_", "MLFLOW_"))}
+        return {**env, "BIP_HOME": str(self.settings.home), "OMP_NUM_THREADS": "1"}
+
+    def ingest_round(self, on: date, scramble: bool = False) -> None:
+        extract = truncate_dataset(self.dataset, on)
+        ingest(scrambled_outcomes(extract) if scramble else extract, self.settings.store_url, source=f"extract {on}")
+
+    def champion(self) -> int | None:
+        s = self.settings
+        return registry.champion_version(s.model_name, alias=s.model_alias, tracking_uri=s.tracking_uri)
+
+    def versions(self) -> list[int]:
+        found = registry.client(self.settings.tracking_uri).search_model_versions(f"name='{self.settings.model_name}'")
+        return sorted(int(v.version) for v in found)
+
+    def bip(self, *args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-c", "from bip.cli import main; main()", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=self.env, cwd=REPO, timeout=300)
+
+    def retrain(self, **kwargs) -> object:
+        return retrain(load(self.settings.store_url), self.settings, small_train_config(1), Gates(), **kwargs)
+
+
+def scrambled_outcomes(dataset: Dataset) -> Dataset:
+    """The outcomes shuffled between citizens: every citizen keeps a row, the rows are someone else's."""
+    outcomes = dataset.outcomes.copy()
+    order = np.random.default_rng(7).permutation(len(outcomes))
+    for column in ("event", "event_on", "followed_until"):
+        outcomes[column] = outcomes[column].to_numpy()[order]
+    return Dataset(dataset.citizens, dataset.caseworkers, dataset.measurements, dataset.interventions, outcomes)
+
+
+def isolated_settings(home: Path, **overrides) -> Settings:
+    """Settings of an installation in `home`, whatever MLflow left in the environment (`set_tracking_uri`
+    sets MLFLOW_TRACKING_URI for the whole process)."""
+    return load_settings(home=home, mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}", **overrides)
+
+
+@pytest.fixture
+def home(tmp_path, simulated) -> Home:
+    """Round 1 ingested into a fresh store and a champion (version 1) trained on it."""
+    settings = isolated_settings(tmp_path / "bip")
+    settings.home.mkdir()
+    found = Home(settings, simulated)
+    found.ingest_round(ROUND_1)
+    s = settings
+    train(load(s.store_url), s.tracking_uri, s.artifact_root, s.experiment, s.model_name, small_train_config(1))
+    assert found.champion() == 1
+    return found
+
+
+def run_of(settings: Settings, run_id: str):
+    return registry.client(settings.tracking_uri).get_run(run_id)
+
+
+def store_state(settings: Settings) -> tuple:
+    data = load(settings.store_url)
+    return tuple(len(getattr(data, t)) for t in Dataset.__dataclass_fields__), len(ingests(settings.store_url))
+
+
+def test_good_round_is_promoted_in_one_run(home):
+    home.ingest_round(ROUND_2)
+    outcome = home.retrain()
+    assert outcome.promoted and outcome.decision == "promoted", [g.reason for g in outcome.gates]
+    assert (outcome.champion_version, outcome.challenger_version, home.champion()) == (1, 2, 2)
+    assert {g.name for g in outcome.gates} == {"ordering", "auc", "auc_drop", "ece", "fairness"}
+    # The window: outcomes that became known since the champion's data, which neither model was fitted on.
+    assert outcome.window["after"] == "2014-09-30" and outcome.window["until"] <= "2014-12-31"
+    assert outcome.window["rows"] > 300
+    run = run_of(home.settings, outcome.run_id)
+    assert run.data.tags["decision"] == "promoted" and run.data.tags["challenger_version"] == "2"
+    for model in ("challenger", "champion"):
+        assert 0.6 < run.data.metrics[f"{model}_window_roc_auc"] < 1.0
+    assert run.data.metrics["gate_auc_passed"] == 1.0 and "psi_cit_self_efficacy" in run.data.metrics
+    artifacts = {f.path for f in registry.client(home.settings.tracking_uri).list_artifacts(outcome.run_id, "retrain")}
+    assert {"retrain/gates.json", "retrain/drift.csv"} <= artifacts
+    assert set(outcome.drift["column"]) == set(SCORE_COLUMNS)
+    tags = registry.client(home.settings.tracking_uri).get_model_version(home.settings.model_name, "2").tags
+    assert tags["decision"] == "promoted" and tags["retrain_run"] == outcome.run_id
+
+
+def test_scrambled_outcomes_are_rejected_with_the_reason(home):
+    home.ingest_round(ROUND_2, scramble=True)
+    outcome = home.retrain()
+    assert not outcome.promoted and outcome.decision == "rejected"
+    failed = {g.name: g.reason for g in outcome.failed}
+    assert "auc_drop" in failed and "validated out-of-time AUC" in failed["auc_drop"]
+    assert home.champion() == 1  # the champion stays
+    # The challenger is kept, registered as rejected, for an administrator to look at (or promote by hand).
+    version = registry.client(home.settings.tracking_uri).get_model_version(home.settings.model_name, "2")
+    assert version.tags["decision"] == "rejected"
+    assert run_of(home.settings, outcome.run_id).data.tags["failed_gates"].split(",") == list(failed)
+
+
+def test_cli_reports_failed_gate_and_exit_code_dry_run_moves_nothing(home):
+    home.ingest_round(ROUND_2, scramble=True)
+    dry = home.bip("retrain", "--dry-run", "--n-boot", "20", "--json", str(home.settings.home / "out.json"))
+    assert dry.returncode == 1, dry.stderr
+    assert "FAIL  auc_drop" in dry.stdout and "decision: dry run: would reject" in dry.stdout
+    outcome = json.loads((home.settings.home / "out.json").read_text())
+    assert outcome["challenger_version"] is None and not outcome["promoted"]
+    assert home.versions() == [1] and home.champion() == 1  # nothing registered, nothing moved
+
+
+def test_no_new_round_is_refused(home):
+    with pytest.raises(RetrainError, match="ingest a new measurement round"):
+        home.retrain()
+    result = home.bip("retrain")
+    assert result.returncode == 2 and "ingest a new measurement round" in result.stderr
+
+
+def test_retrain_needs_a_champion(tmp_path, simulated):
+    settings = isolated_settings(tmp_path / "empty")
+    settings.home.mkdir()
+    ingest(truncate_dataset(simulated, ROUND_1), settings.store_url)
+    with pytest.raises(RetrainError, match="run `bip train` first"):
+        retrain(load(settings.store_url), settings, small_train_config(1), Gates())
+
+
+def test_promote_by_hand_rolls_back_and_forward_and_is_logged(home):
+    home.ingest_round(ROUND_2)
+    assert home.retrain().promoted and home.champion() == 2
+    back = home.bip("promote", "--version", "1", "--reason", "rollback drill")
+    assert back.returncode == 0 and "version 2 -> 1" in back.stdout
+    assert home.champion() == 1
+    tags = registry.client(home.settings.tracking_uri).get_model_version(home.settings.model_name, "1").tags
+    assert tags["promoted_reason"] == "rollback drill" and tags["promoted_by"]
+    mlflow.set_tracking_uri(home.settings.tracking_uri)
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.run_name = 'promote'")
+    assert runs[["params.from_version", "params.to_version"]].values.tolist() == [["2", "1"]]
+    missing = home.bip("promote", "--version", "9")
+    assert missing.returncode == 2 and "has no version 9" in missing.stderr
+    assert home.champion() == 1
+
+
+def test_promotion_refused_when_the_champion_moved_meanwhile(home):
+    home.ingest_round(ROUND_2)
+    home.retrain(dry_run=False)  # version 2, champion
+    with pytest.raises(RetrainError, match="moved from version 1 to 2"):
+        _move_alias(home.settings, 1, "stale retrain", expected=1, check=True)
+    assert home.champion() == 2
+
+
+def wait_for_running_retrain(settings: Settings, process: subprocess.Popen, timeout: float = 120) -> str:
+    """The id of the "retrain" run once the process has started it (i.e. it is training)."""
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert process.poll() is None, "the retrain ended before it could be killed"
+        runs = mlflow.search_runs(
+            search_all_experiments=True,
+            filter_string="attributes.run_name = 'retrain' and attributes.status = 'RUNNING'",
+            output_format="list",
+        )
+        if runs:
+            return runs[0].info.run_id
+        time.sleep(0.1)
+    pytest.fail("the retrain run did not start")
+
+
+def test_lock_holds_and_a_killed_retrain_changes_nothing(home):
+    home.ingest_round(ROUND_2)
+    before = store_state(home.settings)
+    command = [sys.executable, "-c", "from bip.cli import main; main()", "retrain"]
+    process = subprocess.Popen(command, env=home.env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        run_id = wait_for_running_retrain(home.settings, process)
+        # While it trains, a second retrain is refused, in-process and from the command line.
+        with pytest.raises(LockHeld, match=f"pid {process.pid}: retrain"):
+            home.retrain()
+        assert "decision" not in run_of(home.settings, run_id).data.tags  # still training
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert home.champion() == 1 and home.versions() == [1]
+    assert store_state(home.settings) == before
+    with exclusive(home.settings.lock_folder / "retrain.lock", "test"):  # the kill released the lock
+        second = home.bip("retrain")  # and the command line is refused while someone holds it
+    assert second.returncode == 2 and "another process holds" in second.stderr and "test" in second.stderr
+    # The next retrain marks the killed run and goes ahead.
+    outcome = home.retrain()
+    assert run_of(home.settings, run_id).info.status == "KILLED"
+    assert outcome.promoted and home.champion() == 2
+
+
+# --- the running service and the admin endpoints -----------------------------------------------------
+
+
+@pytest.fixture
+def server(home) -> tuple[Home, httpx.Client]:
+    token_file = home.settings.home / "admin-token"
+    token_file.write_text(TOKEN + "\n")
+    env = {**home.env, "BIP_ADMIN_TOKEN_FILE": str(token_file), "BIP_MODEL_POLL_SECONDS": "1"}
+    port, log = free_port(), home.settings.home / "server.log"
+    process = start_server(env, port, log)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    try:
+        wait_for(lambda: client.get("/readyz").status_code == 200, 180, f"the server to be ready (log: {log})")
+        yield home, client
+    finally:
+        client.close()
+        stop_process_tree(process)
+
+
+def served_version(client: httpx.Client) -> str:
+    return client.get("/model").json()["version"]
+
+
+def test_service_serves_new_champion_and_admin_needs_the_token(server):
+    home, client = server
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    assert served_version(client) == "1"
+    # Without the token, or with a wrong one, the admin endpoints refuse.
+    assert client.post("/admin/promote", json={"version": 1}).status_code == 401
+    assert client.post("/admin/retrain", json={}, headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert client.get("/admin/jobs/x", headers={"Authorization": "Basic " + TOKEN}).status_code == 401
+    assert "/admin" not in client.get("/caseworker/").text and "/admin" not in client.get("/docs.json").text
+    # A promotion by retrain is served without a restart.
+    home.ingest_round(ROUND_2)
+    assert home.retrain().promoted
+    wait_for(lambda: served_version(client) == "2", 60, "the service to serve version 2")
+    # Roll back over HTTP; a client's mistakes are 4xx.
+    assert client.post("/admin/promote", json={"version": "two"}, headers=admin).status_code == 422
+    assert client.post("/admin/promote", json={"version": 9}, headers=admin).status_code == 404
+    back = client.post("/admin/promote", json={"version": 1, "reason": "drill"}, headers=admin)
+    assert back.status_code == 200 and back.json() == {
+        "name": home.settings.model_name,
+        "from_version": 2,
+        "to_version": 1,
+    }
+    wait_for(lambda: served_version(client) == "1", 60, "the service to serve version 1 again")
+    # A retrain started over HTTP runs in the background; its job reports the outcome.
+    home.ingest_round(ROUND_3)
+    started = client.post("/admin/retrain", json={"dry_run": True}, headers=admin)
+    assert started.status_code == 202, started.text
+    job = started.json()["job"]
+    done = wait_for(
+        lambda: (s := client.get(f"/admin/jobs/{job}", headers=admin).json())["status"] != "running" and s,
+        240,
+        "the retrain job to end",
+        interval=1,
+    )
+    assert done["status"] in ("succeeded", "rejected"), done["log_tail"]
+    assert done["outcome"]["decision"].startswith("dry run") and done["outcome"]["champion_version"] == 1
+    assert client.get("/admin/jobs/nope", headers=admin).status_code == 404
+    assert home.champion() == 1
+
+
+def test_admin_endpoints_are_off_without_a_token(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from serving.admin import create_admin_app
+
+    off = TestClient(create_admin_app(lambda: isolated_settings(tmp_path)))
+    assert off.post("/promote", json={"version": 1}, headers={"Authorization": "Bearer x"}).status_code == 404
+    assert off.post("/retrain", json={}).status_code == 404
+    on = TestClient(create_admin_app(lambda: isolated_settings(tmp_path, admin_token="t")))
+    assert on.post("/retrain", json={}).status_code == 401
+    assert not (tmp_path / "admin").exists()  # nothing was started

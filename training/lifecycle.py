@@ -1,0 +1,485 @@
+"""Retraining on new measurement rounds: a challenger against the champion, gates, promotion.
+
+`retrain` rebuilds the features from the data (the store), fits a challenger with `bip train`'s recipe
+(monotone XGBoost, hyperparameters by grouped CV, Platt calibration on the out-of-fold margins) on the
+rows measured up to the date the champion has learnt outcomes through, and scores champion and
+challenger on the *window*: the rows measured after that date whose outcomes are known now. Neither
+model was fitted on them. The gates compare the two there; the drift report compares the answers the
+champion was trained on with the new round's. The version registered is the challenger's recipe refitted
+on all the data, as `bip train` registers; the `champion` alias moves to it only when every gate passes.
+All of it is one MLflow run named "retrain".
+
+Safe under failure: the store is only read; nothing is registered until the decision is made; the alias
+moves last, under the registry lock and only if the champion is still the one compared against. A
+second retrain while one runs is refused (the retrain lock); a killed one leaves its MLflow run RUNNING,
+which the next retrain marks KILLED.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import math
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bip.errors import UserError
+from bip.settings import Settings
+from features.build import build_features
+from features.catalogue import SCORE_COLUMNS
+from features.dataset import Dataset
+from training.drift import drift_report
+from training.locks import exclusive
+from training.train import (
+    CHAMPION_CANDIDATE,
+    TrainConfig,
+    evaluation_metrics,
+    experiment_id,
+    fingerprint,
+    fit_job_chance_model,
+    headline,
+    labelled_rows,
+    learners,
+    split_at,
+    train_family,
+    truth_of,
+    with_weights,
+)
+
+RETRAIN_RUN = "retrain"
+PROMOTE_RUN = "promote"
+FAIRNESS_GAPS: tuple[str, ...] = ("auc_gap", "calibration_gap")
+REGISTRY_LOCK_WAIT_SECONDS = 30.0
+
+
+class RetrainError(UserError):
+    """Retraining cannot go ahead (no champion, no new outcomes, another horizon)."""
+
+
+@dataclass(frozen=True)
+class Gates:
+    """What a challenger must show on the window to replace the champion (see `check_gates`)."""
+
+    auc_margin: float = 0.02
+    max_auc_drop: float = 0.08
+    max_ece: float = 0.05
+    fairness_margin: float = 0.05
+
+    @classmethod
+    def of(cls, settings: Settings, **overrides: float | None) -> Gates:
+        values = {
+            "auc_margin": settings.gate_auc_margin,
+            "max_auc_drop": settings.gate_max_auc_drop,
+            "max_ece": settings.gate_max_ece,
+            "fairness_margin": settings.gate_fairness_margin,
+        }
+        return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    passed: bool
+    value: float
+    limit: float
+    reason: str
+
+
+@dataclass
+class RetrainOutcome:
+    """What `retrain` did and why."""
+
+    run_id: str
+    decision: str
+    promoted: bool
+    champion_version: int
+    challenger_version: int | None
+    gates: list[GateResult]
+    window: dict[str, object]
+    drift: pd.DataFrame
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "decision": self.decision,
+            "promoted": self.promoted,
+            "champion_version": self.champion_version,
+            "challenger_version": self.challenger_version,
+            "gates": [asdict(g) for g in self.gates],
+            "window": self.window,
+            "drift": self.drift.to_dict(orient="records"),
+            "seconds": round(self.seconds, 1),
+        }
+
+
+# --- the window and the gates (pure) ----------------------------------------------------------------
+
+
+def window_start(training_fingerprint: Mapping[str, object], horizon_months: int) -> pd.Timestamp:
+    """The last day the champion learnt outcomes for: its fingerprint's `labelled_through`, or, for a
+    model that predates it, a horizon before the last measurement it saw."""
+    through = str(training_fingerprint.get("labelled_through") or "")
+    if through:
+        return pd.Timestamp(through)
+    last = str(training_fingerprint.get("last_measured_on") or "")
+    if not last:
+        raise RetrainError("the champion's training fingerprint has no dates; retrain it with `bip train`")
+    return pd.Timestamp(last) - pd.DateOffset(months=horizon_months)
+
+
+def gate_auc(challenger: float, champion: float, margin: float) -> GateResult:
+    passed = challenger >= champion - margin
+    return GateResult(
+        "auc",
+        bool(passed),
+        challenger - champion,
+        -margin,
+        f"challenger AUC {challenger:.3f} against the champion's {champion:.3f} on the same window "
+        f"({'within' if passed else 'beyond'} the allowed {margin:.3f} worse)",
+    )
+
+
+def gate_auc_drop(challenger: float, validated: float | None, max_drop: float) -> GateResult:
+    if validated is None or not math.isfinite(validated):
+        return GateResult("auc_drop", True, math.nan, -max_drop, "the champion carries no validated AUC: not checked")
+    passed = challenger >= validated - max_drop
+    return GateResult(
+        "auc_drop",
+        bool(passed),
+        challenger - validated,
+        -max_drop,
+        f"challenger AUC {challenger:.3f} against the champion's validated out-of-time AUC {validated:.3f} "
+        f"({'within' if passed else 'beyond'} the allowed drop of {max_drop:.3f})",
+    )
+
+
+def gate_ece(challenger: float, max_ece: float) -> GateResult:
+    passed = challenger <= max_ece
+    return GateResult(
+        "ece",
+        bool(passed),
+        challenger,
+        max_ece,
+        f"challenger calibration error (ECE) {challenger:.3f} on the window "
+        f"({'within' if passed else 'above'} the bound {max_ece:.3f})",
+    )
+
+
+def gate_fairness(challenger: Mapping[str, float], champion: Mapping[str, float], margin: float) -> GateResult:
+    """The largest growth, over FAIRNESS_GAPS, of the largest gap between groups of a sensitive column."""
+    growth = {
+        gap: challenger.get(f"window_fairness_max_{gap}", math.nan)
+        - champion.get(f"window_fairness_max_{gap}", math.nan)
+        for gap in FAIRNESS_GAPS
+    }
+    measured = {gap: g for gap, g in growth.items() if math.isfinite(g)}
+    if not measured:
+        return GateResult("fairness", True, math.nan, margin, "no group large enough to compare: not checked")
+    worst = max(measured, key=measured.get)
+    passed = measured[worst] <= margin
+    return GateResult(
+        "fairness",
+        bool(passed),
+        measured[worst],
+        margin,
+        f"largest growth of a gap between groups: {worst.replace('_', ' ')} "
+        f"{challenger[f'window_fairness_max_{worst}']:.3f} against the champion's "
+        f"{champion[f'window_fairness_max_{worst}']:.3f} ({'within' if passed else 'beyond'} the allowed {margin:.3f})",
+    )
+
+
+def gate_ordering(slope: float) -> GateResult:
+    """The challenger's calibration slope: positive when its scores order citizens the right way round."""
+    passed = slope > 0
+    return GateResult(
+        "ordering",
+        bool(passed),
+        slope,
+        0.0,
+        f"calibration slope {slope:.3f} of the challenger's out-of-fold scores "
+        + ("(higher score, higher observed rate)" if passed else "(not positive: its scores do not rank citizens)"),
+    )
+
+
+def check_gates(
+    challenger: Mapping[str, float],
+    champion: Mapping[str, float],
+    validated_auc: float | None,
+    slope: float,
+    gates: Gates,
+) -> list[GateResult]:
+    """Every gate, on the window metrics (`window_*` keys) of both models and the challenger's calibration slope."""
+    return [
+        gate_ordering(slope),
+        gate_auc(challenger["window_roc_auc"], champion["window_roc_auc"], gates.auc_margin),
+        gate_auc_drop(challenger["window_roc_auc"], validated_auc, gates.max_auc_drop),
+        gate_ece(challenger["window_ece"], gates.max_ece),
+        gate_fairness(challenger, champion, gates.fairness_margin),
+    ]
+
+
+def round_drift(dataset: Dataset, trained_through: pd.Timestamp) -> pd.DataFrame:
+    """PSI per indicator answer: measurements the champion was trained on against the ones after."""
+    m = dataset.measurements
+    new = m["measured_on"] > trained_through
+    if not new.any() or new.all():
+        return pd.DataFrame(columns=["column", "psi", "reference_mean", "current_mean", "level"])
+    return drift_report(m[~new], m[new], SCORE_COLUMNS)
+
+
+def decision_of(passed: bool, dry_run: bool) -> str:
+    if dry_run:
+        return "dry run: would promote" if passed else "dry run: would reject"
+    return "promoted" if passed else "rejected"
+
+
+# --- the registry ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Promotion:
+    name: str
+    from_version: int | None
+    to_version: int
+    reason: str
+
+
+def _move_alias(settings: Settings, version: int, reason: str, expected: int | None, check: bool) -> Promotion:
+    """Point the alias at `version` under the registry lock; with `check`, only if it still points at
+    `expected`. Tags the version with when, by whom and why."""
+    from mlflow.exceptions import MlflowException
+
+    from training import registry
+
+    client = registry.client(settings.tracking_uri)
+    name, alias = settings.model_name, settings.model_alias
+    with exclusive(
+        settings.lock_folder / "registry.lock", f"promotion of {name} {version}", REGISTRY_LOCK_WAIT_SECONDS
+    ):
+        try:
+            client.get_model_version(name, str(version))
+        except MlflowException as error:
+            raise UserError(f"{name} has no version {version} in {settings.tracking_uri}") from error
+        current = registry.champion_version(name, alias=alias, tracking_uri=settings.tracking_uri)
+        if check and current != expected:
+            raise RetrainError(f"the {alias} moved from version {expected} to {current} while retraining: not promoted")
+        registry.set_champion(name, version, alias=alias, tracking_uri=settings.tracking_uri)
+        for key, value in {
+            "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "promoted_by": getpass.getuser(),
+            "promoted_reason": reason,
+        }.items():
+            client.set_model_version_tag(name, str(version), key, value)
+    return Promotion(name, current, version, reason)
+
+
+def promote(settings: Settings, version: int, reason: str) -> Promotion:
+    """Move the alias to `version` by hand (roll back or forward), logged as an MLflow run "promote"."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    promotion = _move_alias(settings, version, reason, None, check=False)
+    mlflow.set_experiment(experiment_id=experiment_id(settings.experiment, settings.artifact_root))
+    with mlflow.start_run(run_name=PROMOTE_RUN):
+        mlflow.log_params(
+            {
+                "model_name": promotion.name,
+                "from_version": promotion.from_version,
+                "to_version": promotion.to_version,
+                "reason": reason,
+                "by": getpass.getuser(),
+            }
+        )
+    return promotion
+
+
+def mark_killed_runs(experiment: str) -> list[str]:
+    """Runs named "retrain" still RUNNING: their process died (the caller holds the retrain lock)."""
+    import mlflow
+
+    found = mlflow.search_runs(
+        experiment_ids=[experiment],
+        filter_string=f"attributes.run_name = '{RETRAIN_RUN}' and attributes.status = 'RUNNING'",
+        output_format="list",
+    )
+    client = mlflow.MlflowClient()
+    for run in found:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in found]
+
+
+# --- retrain ------------------------------------------------------------------------------------------
+
+
+def load_current_champion(settings: Settings):
+    """The champion's version number and its JobChanceModel (loaded by number, so the two agree)."""
+    from training import registry
+    from training.model import load_model
+
+    version = registry.champion_version(
+        settings.model_name, alias=settings.model_alias, tracking_uri=settings.tracking_uri
+    )
+    if version is None:
+        raise RetrainError(
+            f"no {settings.model_name}@{settings.model_alias} in {settings.tracking_uri}: run `bip train` first"
+        )
+    return version, load_model(f"models:/{settings.model_name}/{version}")
+
+
+def _log_window_tables(out: Path, outcome_tables: Mapping[str, pd.DataFrame]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in outcome_tables.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+
+
+def retrain(
+    dataset: Dataset,
+    settings: Settings,
+    config: TrainConfig,
+    gates: Gates,
+    dry_run: bool = False,
+    truth: pd.DataFrame | None = None,
+) -> RetrainOutcome:
+    """Challenger against champion on the window, gates, and (not `dry_run`) register and promote."""
+    import mlflow
+
+    from training import registry
+    from training.model import input_example, log_pyfunc
+
+    start = time.perf_counter()
+    config = replace(config, models=(CHAMPION_CANDIDATE,))
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    with exclusive(settings.lock_folder / "retrain.lock", "retrain"):
+        experiment = experiment_id(settings.experiment, settings.artifact_root)
+        killed = mark_killed_runs(experiment)
+        champion_version, champion = load_current_champion(settings)
+        if champion.horizon_months != config.horizon_months:
+            raise RetrainError(
+                f"the champion predicts {champion.horizon_months} months ahead, the settings ask for "
+                f"{config.horizon_months}: train a model for the new horizon with `bip train`"
+            )
+        since = window_start(champion.training_fingerprint, config.horizon_months)
+        full = with_weights(
+            build_features(dataset, horizon_months=config.horizon_months), config.horizon_months, config.weighting
+        )
+        split = split_at(full, since + pd.Timedelta(days=1), config)
+        window_rows = labelled_rows(split.test)
+        if len(np.unique(split.test["label"].to_numpy(float)[window_rows])) < 2:
+            raise RetrainError(
+                f"no outcomes have become known since the champion's training data (outcomes through "
+                f"{since.date()}): ingest a new measurement round first"
+            )
+        if len(np.unique(split.period["label"].to_numpy(float)[labelled_rows(split.period)])) < 2:
+            raise RetrainError(f"no labelled measurements of both outcomes up to {since.date()} to train on")
+        window = {
+            "after": str(since.date()),
+            "until": str(split.test["measured_on"][window_rows].max().date()),
+            "rows": int(window_rows.sum()),
+            "citizens": int(split.test["citizen_id"][window_rows].nunique()),
+        }
+        trained_through = pd.Timestamp(str(champion.training_fingerprint.get("last_measured_on") or since.date()))
+        drift = round_drift(dataset, trained_through)
+        mlflow.set_experiment(experiment_id=experiment)
+        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=RETRAIN_RUN) as run:
+            out = Path(tmp)
+            mlflow.set_tags({"dry_run": str(dry_run), "champion_version": str(champion_version)})
+            mlflow.log_params(
+                {
+                    **{f"gate_{k}": v for k, v in asdict(gates).items()},
+                    **{f"window_{k}": v for k, v in window.items()},
+                    "horizon_months": config.horizon_months,
+                    "seed": config.seed,
+                    "folds": config.folds,
+                    "xgboost_grid": json.dumps(list(config.xgboost_grid)),
+                    "champion_version": champion_version,
+                    "marked_killed": ",".join(killed),
+                    **{f"data_{k}": v for k, v in fingerprint(full).items()},
+                }
+            )
+            learner = learners(split.encoding.catalogue, config)[CHAMPION_CANDIDATE]
+            result = train_family(learner, split, truth, config)
+            true_p = truth_of(split.test, truth)
+            challenger_m, challenger_fair = evaluation_metrics(
+                split.test, result.oot_probability, true_p, config, "window"
+            )
+            champion_p = champion.probability(champion.matrix(split.test))
+            champion_m, champion_fair = evaluation_metrics(split.test, champion_p, true_p, config, "window")
+            results = check_gates(
+                challenger_m, champion_m, champion.metrics.get("oot_roc_auc"), result.calibration[0], gates
+            )
+            passed = all(g.passed for g in results)
+            metrics = {
+                **{f"challenger_{k}": v for k, v in challenger_m.items()},
+                **{f"champion_{k}": v for k, v in champion_m.items()},
+                **{f"challenger_{k}": v for k, v in result.metrics.items() if k.startswith("cv_")},
+                **{f"gate_{g.name}_passed": float(g.passed) for g in results},
+                **{f"gate_{g.name}_value": g.value for g in results},
+                **{f"psi_{r.column}": r.psi for r in drift.itertuples()},
+            }
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+            _log_window_tables(
+                out / "retrain",
+                {
+                    "drift": drift,
+                    "fairness_window_challenger": challenger_fair,
+                    "fairness_window_champion": champion_fair,
+                    "grid_search": result.trials,
+                },
+            )
+            (out / "retrain" / "gates.json").write_text(json.dumps([asdict(g) for g in results], indent=1))
+            mlflow.log_artifacts(str(out / "retrain"), "retrain")
+            decision, challenger_version, promoted = decision_of(passed, dry_run), None, False
+            if not dry_run:
+                model = fit_job_chance_model(full, result.params, result.calibration, config, headline(result.metrics))
+                info = log_pyfunc(model, "model", input_example(model, full), out / "pyfunc")
+                challenger_version = int(
+                    registry.register(
+                        info,
+                        settings.model_name,
+                        tags={"retrain_run": run.info.run_id, "decision": decision},
+                        tracking_uri=settings.tracking_uri,
+                    ).version
+                )
+                if passed:
+                    try:
+                        _move_alias(
+                            settings, challenger_version, f"retrain run {run.info.run_id}", champion_version, True
+                        )
+                        promoted = True
+                    except RetrainError as error:
+                        decision = f"not promoted: {error}"
+            mlflow.set_tags(
+                {
+                    "decision": decision,
+                    "failed_gates": ",".join(g.name for g in results if not g.passed),
+                    "challenger_version": str(challenger_version or ""),
+                }
+            )
+            seconds = time.perf_counter() - start
+            mlflow.log_metric("seconds", seconds)
+    return RetrainOutcome(
+        run.info.run_id,
+        decision,
+        promoted,
+        champion_version,
+        challenger_version,
+        results,
+        window,
+        drift,
+        metrics,
+        seconds,
+    )
