@@ -152,7 +152,7 @@ def create_admin_app(settings: Callable[[], Settings] = load_settings) -> FastAP
     """The admin endpoints as an app to mount at /admin; `settings` is called per request."""
     app = FastAPI(title="bip admin", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
-    app.post("/retrain", status_code=202)(retrain)
-    app.get("/jobs/{job}")(job)
-    app.post("/promote")(promote)
+    app.post("/retrain", status_code=202, include_in_schema=False)(retrain)
+    app.get("/jobs/{job}", include_in_schema=False)(job)
+    app.post("/promote", include_in_schema=False)(promote)
     return app
