@@ -20,6 +20,7 @@ from __future__ import annotations
 import getpass
 import json
 import math
+import os
 import tempfile
 import time
 from collections.abc import Mapping
@@ -393,8 +394,10 @@ def retrain(
         }
         trained_through = pd.Timestamp(str(champion.training_fingerprint.get("last_measured_on") or since.date()))
         drift = round_drift(dataset, trained_through)
-        mlflow.set_experiment(experiment_id=experiment)
-        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=RETRAIN_RUN) as run:
+        project_run = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into the run it made
+        if project_run is None:
+            mlflow.set_experiment(experiment_id=experiment)
+        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=project_run, run_name=RETRAIN_RUN) as run:
             out = Path(tmp)
             mlflow.set_tags({"dry_run": str(dry_run), "champion_version": str(champion_version)})
             mlflow.log_params(
