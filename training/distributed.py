@@ -183,8 +183,8 @@ def combined_fingerprint(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         elif isinstance(values[0], int | float):
             out[key] = sum(values)
         else:
-            dated = [v for v in values if v]
-            out[key] = (min(dated) if key.startswith("first") else max(dated)) if dated else ""
+            known = [v for v in values if v]
+            out[key] = (min(known) if key.startswith("first") else max(known)) if known else ""
     return out
 
 
@@ -360,6 +360,8 @@ def train_on_dask(
     period_encoding = learned_encoding(full.map_partitions(dated, cutoff, True, meta=full._meta))
     choice = choose_by_early_stopping(client, fit, inner, period_encoding, config)
     check_scored = gathered_margins(inner, choice.booster, period_encoding)
+    if check_scored["label"].nunique() < 2:
+        raise UserError("the held-out citizens have labelled rows of one outcome only: too few data to calibrate")
     calibration = platt(*(check_scored[c].to_numpy() for c in ("margin", "label", "weight")))
     test_scored = gathered_margins(test, choice.booster, period_encoding)
     metrics = {**metric_values(check_scored, calibration, "valid"), **metric_values(test_scored, calibration, "oot")}
