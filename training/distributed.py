@@ -54,6 +54,8 @@ from training.train import (
     headline,
     labelled_rows,
     platt,
+    register_champion_candidate,
+    xgboost_params,
 )
 
 if TYPE_CHECKING:
@@ -192,20 +194,9 @@ def combined_fingerprint(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def booster_params(monotone: Sequence[int], config: TrainConfig) -> dict[str, Any]:
-    """The champion candidate's XGBoost parameters (those of `training.train.xgboost_learner`); the
-    threads are the workers' own."""
-    return {
-        "objective": "binary:logistic",
-        "eval_metric": "logloss",
-        "tree_method": "hist",
-        "max_bin": 64,
-        "min_child_weight": 2.0,
-        "subsample": 0.8,
-        "colsample_bytree": 0.8,
-        "reg_lambda": 1.0,
-        "seed": config.seed,
-        "monotone_constraints": "(" + ",".join(str(int(m)) for m in monotone) + ")",
-    }
+    """The champion candidate's XGBoost parameters (`training.train.xgboost_params`) without the thread
+    count: xgboost.dask gives each worker its own."""
+    return {k: v for k, v in xgboost_params(monotone, config).items() if k != "nthread"}
 
 
 def matrix_frame(frame: pd.DataFrame, encoding: Encoding) -> pd.DataFrame:
@@ -338,7 +329,6 @@ def train_on_dask(
     import mlflow
 
     from features.distributed import cluster_description
-    from training import registry
     from training.model import input_example, log_pyfunc
 
     start = time.perf_counter()
@@ -420,14 +410,10 @@ def train_on_dask(
         mlflow.log_artifacts(str(folder))
         example = input_example(model, full.head(3, npartitions=-1))
         info = log_pyfunc(model, "model", example, Path(tmp) / "pyfunc")
-        version = registry.register(info, model_name, tags={"train_run": run.info.run_id}, tracking_uri=tracking_uri)
-        champion_set = registry.champion_version(model_name, alias=alias, tracking_uri=tracking_uri) is None
-        if champion_set:
-            registry.set_champion(model_name, version.version, alias=alias, tracking_uri=tracking_uri)
+        version, champion_set = register_champion_candidate(info, model_name, tracking_uri, alias)
         seconds = time.perf_counter() - start
         mlflow.log_metric("seconds", seconds)
-        mlflow.set_tags({"registered_version": str(version.version), "champion_set": str(champion_set)})
-    return DaskTrainOutcome(run.info.run_id, int(version.version), champion_set, metrics, seconds, model, choice.params)
+    return DaskTrainOutcome(run.info.run_id, version, champion_set, metrics, seconds, model, choice.params)
 
 
 # --- nightly scoring ----------------------------------------------------------------------------------------

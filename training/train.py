@@ -137,10 +137,9 @@ class Learner:
     booster: bool = False
 
 
-def xgboost_learner(
-    name: str, monotone: Sequence[int] | None, feature_names: Sequence[str], config: TrainConfig
-) -> Learner:
-    """XGBoost (hist) on the full matrix; `monotone` +1 entries constrain those columns."""
+def xgboost_params(monotone: Sequence[int] | None, config: TrainConfig) -> dict[str, Any]:
+    """The fixed XGBoost parameters (a grid point goes on top); `monotone` +1 entries constrain those
+    columns. One place for the in-memory learners and xgboost.dask (training/distributed.py)."""
     fixed: dict[str, Any] = {
         "objective": "binary:logistic",
         "eval_metric": "logloss",
@@ -155,6 +154,14 @@ def xgboost_learner(
     }
     if monotone is not None:
         fixed["monotone_constraints"] = "(" + ",".join(str(int(m)) for m in monotone) + ")"
+    return fixed
+
+
+def xgboost_learner(
+    name: str, monotone: Sequence[int] | None, feature_names: Sequence[str], config: TrainConfig
+) -> Learner:
+    """XGBoost (hist) on the full matrix; `monotone` +1 entries constrain those columns."""
+    fixed = xgboost_params(monotone, config)
 
     def fit(X, y, w, params, valid):
         # Matrices without feature names: XGBoost re-reads the names every round, which costs more than
@@ -818,7 +825,6 @@ def train(
     """
     import mlflow
 
-    from training import registry
     from training.model import input_example, log_pyfunc
 
     start = time.perf_counter()
@@ -867,22 +873,34 @@ def train(
                         split.full, result.params, result.calibration, config, headline(result.metrics)
                     )
                     info = log_pyfunc(model, "model", input_example(model, split.full), tmp_dir / "pyfunc")
-        version = registry.register(info, model_name, tags={"train_run": parent.info.run_id}, tracking_uri=tracking_uri)
-        champion_set = registry.champion_version(model_name, alias=alias, tracking_uri=tracking_uri) is None
-        if champion_set:
-            registry.set_champion(model_name, version.version, alias=alias, tracking_uri=tracking_uri)
+        version, champion_set = register_champion_candidate(info, model_name, tracking_uri, alias)
         seconds = time.perf_counter() - start
         mlflow.log_metric("seconds", seconds)
-        mlflow.set_tags({"registered_version": str(version.version), "champion_set": str(champion_set)})
     return TrainOutcome(
         parent.info.run_id,
         runs,
         {n: {**r.metrics, "seconds": r.seconds} for n, r in results.items()},
-        int(version.version),
+        version,
         champion_set,
         seconds,
         model,
     )
+
+
+def register_champion_candidate(info: Any, model_name: str, tracking_uri: str, alias: str) -> tuple[int, bool]:
+    """Register the model logged in the active run (its ModelInfo) as a new version of `model_name`, set
+    `alias` on it only when the model has none yet, and tag the run; the version and whether it was set."""
+    import mlflow
+
+    from training import registry
+
+    run_id = mlflow.active_run().info.run_id
+    version = registry.register(info, model_name, tags={"train_run": run_id}, tracking_uri=tracking_uri)
+    champion_set = registry.champion_version(model_name, alias=alias, tracking_uri=tracking_uri) is None
+    if champion_set:
+        registry.set_champion(model_name, version.version, alias=alias, tracking_uri=tracking_uri)
+    mlflow.set_tags({"registered_version": str(version.version), "champion_set": str(champion_set)})
+    return int(version.version), champion_set
 
 
 SUMMARY_COLUMNS: dict[str, str] = {
