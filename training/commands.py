@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from bip.settings import load_settings
-from features.commands import DataOption, load_dataset
+from features.commands import DaskOption, DataOption, PartitionOption, load_dataset, partition_source
 
 ModelOption = Annotated[
     str | None,
@@ -33,13 +33,41 @@ def train(
         int, typer.Option(help="Threads for the boosters (1 is fastest on a shared 2-core machine).")
     ] = 1,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
+    dask: DaskOption = None,
+    partition_citizens: PartitionOption = 20_000,
 ) -> None:
-    """Train and validate the models (one MLflow run each), register the calibrated monotone XGBoost."""
+    """Train and validate the models (one MLflow run each), register the calibrated monotone XGBoost.
+
+    With --dask: the monotone XGBoost only, on xgboost.dask, validated on held-out citizens (docs/dask.md).
+    """
     from training.train import TrainConfig, read_truth, summary_table
     from training.train import train as train_models
 
     settings = load_settings(horizon_months=horizon_months, experiment=experiment)
     config = TrainConfig(horizon_months=settings.horizon_months, seed=seed, n_jobs=n_jobs, n_boot=n_boot)
+    if dask is not None:
+        from features.distributed import dask_client
+        from training.distributed import train_on_dask
+
+        settings.home.mkdir(parents=True, exist_ok=True)
+        with dask_client(dask) as client:
+            done = train_on_dask(
+                client,
+                partition_source(data),
+                settings.tracking_uri,
+                settings.artifact_root,
+                settings.experiment,
+                settings.model_name,
+                config,
+                alias=settings.model_alias,
+                citizens_per_partition=partition_citizens,
+            )
+        typer.echo(
+            f"registered {settings.model_name} version {done.model_version} (alias {settings.model_alias} "
+            f"{'set' if done.champion_set else 'unchanged'}); run {done.run_id} on Dask in {done.seconds:.0f} s; "
+            f"out of time AUC {done.metrics['oot_roc_auc']:.3f}, ECE {done.metrics['oot_ece']:.3f}"
+        )
+        return
     dataset = load_dataset(data)
     path = truth_path(data)
     truth = read_truth(path) if path is not None else None
@@ -93,16 +121,31 @@ def resolved_model(model: str | None):
 
 
 def predict(
-    out: Annotated[Path, typer.Option(help="CSV file to write the predictions to.")],
+    out: Annotated[
+        Path, typer.Option(help="CSV file to write the predictions to (with --dask: a new Parquet folder).")
+    ],
     data: DataOption = None,
     model: ModelOption = None,
     top: Annotated[int, typer.Option(help="Indicators with the largest contributions to list per row.")] = 3,
+    dask: DaskOption = None,
+    partition_citizens: PartitionOption = 20_000,
 ) -> None:
-    """Predict every measurement's chance, with the indicators that contribute most (log-odds)."""
+    """Predict every measurement's chance, with the indicators that contribute most (log-odds).
+
+    With --dask: nightly scoring, one row per citizen (the latest measurement), on the cluster.
+    """
     from features.build import build_features
     from features.feature_catalogue import ID_COLUMNS
 
     job_chance = resolved_model(model)
+    if dask is not None:
+        from features.distributed import dask_client
+        from training.distributed import score_citizens
+
+        with dask_client(dask):
+            rows = score_citizens(partition_source(data), job_chance, out, top, partition_citizens)
+        typer.echo(f"{rows} citizens scored (latest measurement each) into {out} (Parquet folder)")
+        return
     frame = build_features(load_dataset(data), horizon_months=job_chance.horizon_months)
     explained = job_chance.explain_frame(frame, k=top).drop(columns=["log_odds"])
     columns = [
@@ -162,4 +205,75 @@ def log_to_project_run(metrics: dict[str, float], report: Path) -> None:
         mlflow.log_artifact(str(report))
 
 
-COMMANDS = [train, predict, evaluate]
+def retrain(
+    data: DataOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the decision; register and move nothing.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of folds and bootstrap.")] = 2013,
+    n_jobs: Annotated[int, typer.Option(help="Threads for the booster.")] = 1,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
+    auc_margin: Annotated[float | None, typer.Option(help="Gate: AUC below the champion's by at most this.")] = None,
+    max_auc_drop: Annotated[
+        float | None, typer.Option(help="Gate: AUC below the champion's validated AUC by at most this.")
+    ] = None,
+    max_ece: Annotated[float | None, typer.Option(help="Gate: calibration error (ECE) at most this.")] = None,
+    fairness_margin: Annotated[
+        float | None, typer.Option(help="Gate: growth of a fairness gap between groups at most this.")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the outcome as JSON here.")] = None,
+) -> None:
+    """After `bip ingest` of a new round: a challenger against the champion on the outcomes that became
+    known since, gates, drift report; the champion alias moves only when every gate passes (exit 1 when
+    a gate fails)."""
+    from training.lifecycle import Gates
+    from training.lifecycle import retrain as retrain_models
+    from training.train import TrainConfig
+
+    settings = load_settings()
+    gates = Gates.of(
+        settings, auc_margin=auc_margin, max_auc_drop=max_auc_drop, max_ece=max_ece, fairness_margin=fairness_margin
+    )
+    config = TrainConfig(horizon_months=settings.horizon_months, seed=seed, n_jobs=n_jobs, n_boot=n_boot)
+    dataset = load_dataset(data)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    outcome = retrain_models(dataset, settings, config, gates, dry_run=dry_run)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(outcome.summary(), indent=1, default=str), encoding="utf-8")
+    print_retrain(outcome)
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+def print_retrain(outcome) -> None:
+    """The window, each gate with its reason, the largest drift and the decision."""
+    w = outcome.window
+    typer.echo(
+        f"window: {w['rows']} labelled measurements of {w['citizens']} citizens, measured after {w['after']} "
+        f"through {w['until']}; champion version {outcome.champion_version}"
+    )
+    for gate in outcome.gates:
+        typer.echo(f"  {'pass' if gate.passed else 'FAIL'}  {gate.name}: {gate.reason}")
+    shifted = outcome.drift[outcome.drift["level"] != "none"] if len(outcome.drift) else outcome.drift
+    if len(shifted):
+        typer.echo(
+            "drift (PSI): " + ", ".join(f"{r.column} {r.psi:.2f} ({r.level})" for r in shifted.head(5).itertuples())
+        )
+    else:
+        typer.echo("drift (PSI): no indicator shifted beyond 0.1")
+    version = f"; challenger registered as version {outcome.challenger_version}" if outcome.challenger_version else ""
+    typer.echo(f"decision: {outcome.decision}{version}; run {outcome.run_id} in {outcome.seconds:.0f} s")
+
+
+def promote(
+    version: Annotated[int, typer.Option("--version", help="The registered version to make the champion.")],
+    reason: Annotated[str, typer.Option(help="Why (kept with the version and in the MLflow run).")] = "by hand",
+) -> None:
+    """Move the champion alias to a registered version by hand (roll back or forward), logged in MLflow."""
+    from training.lifecycle import promote as promote_version
+
+    settings = load_settings()
+    done = promote_version(settings, version, reason)
+    typer.echo(f"{done.name}@{settings.model_alias}: version {done.from_version} -> {done.to_version}")
+
+
+COMMANDS = [train, predict, evaluate, retrain, promote]
