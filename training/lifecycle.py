@@ -337,7 +337,9 @@ def load_current_champion(settings: Settings):
         raise RetrainError(
             f"no {settings.model_name}@{settings.model_alias} in {settings.tracking_uri}: run `bip train` first"
         )
-    return version, load_model(f"models:/{settings.model_name}/{version}")
+    # Resolved through this registry's client, so MLflow's process-wide registry URI is left alone.
+    source = registry.client(settings.tracking_uri).get_model_version_download_uri(settings.model_name, str(version))
+    return version, load_model(source)
 
 
 def _log_window_tables(out: Path, outcome_tables: Mapping[str, pd.DataFrame]) -> None:
@@ -363,7 +365,6 @@ def retrain(
     start = time.perf_counter()
     config = replace(config, models=(CHAMPION_CANDIDATE,))
     mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
     with exclusive(settings.lock_folder / "retrain.lock", "retrain"):
         experiment = experiment_id(settings.experiment, settings.artifact_root)
         killed = mark_killed_runs(experiment)
