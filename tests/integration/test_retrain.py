@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from conftest_service import REPO, free_port, small_train_config, start_server, wait_for
 
@@ -317,3 +318,35 @@ def test_admin_endpoints_are_off_without_a_token(tmp_path):
     on = TestClient(create_admin_app(lambda: isolated_settings(tmp_path, admin_token="t")))
     assert on.post("/retrain", json={}).status_code == 401
     assert not (tmp_path / "admin").exists()  # nothing was started
+
+
+def test_simulated_extracts_arrive_round_after_round(tmp_path):
+    """`bip simulate --extracts` writes one full export per quarter end; each is valid, holds what was
+    known at its date, and ingesting them in order adds the new measurements and updates outcomes."""
+    from features.contract import read_dataset
+
+    out = tmp_path / "exports"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BIP_", "MLFLOW_"))}
+    command = [sys.executable, "-c", "from bip.cli import main; main()", "simulate", "--out", str(out)]
+    done = subprocess.run(
+        [*command, "--citizens", "300", "--extracts"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    folders = sorted(out.iterdir())
+    days = [date.fromisoformat(f.name.removeprefix("extract_")) for f in folders]
+    assert len(days) >= 8 and all(pd.Timestamp(d).is_quarter_end for d in days)
+    assert all((later - earlier).days in range(89, 93) for earlier, later in zip(days, days[1:], strict=False))
+    assert (out.parent / "exports-truth" / "true_probabilities.csv").exists()  # beside, never inside
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    previous: set[str] = set()
+    for folder, day in list(zip(folders, days, strict=True))[-3:]:
+        extract, _ = read_dataset(folder)  # raises on any break of the contract
+        assert extract.measurements["measured_on"].max() <= pd.Timestamp(day)
+        assert extract.outcomes["followed_until"].max() <= pd.Timestamp(day)
+        ids = set(extract.measurements["measurement_id"])
+        assert previous <= ids and (not previous or ids - previous)  # a later export adds, never drops
+        summary = ingest(extract, url, source=folder.name)
+        if previous:
+            assert summary.added["measurements"] == len(ids - previous) and summary.updated["outcomes"] > 0
+        previous = ids
+    assert [i["source"] for i in ingests(url)] == [f.name for f in folders[-3:]]
