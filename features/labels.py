@@ -121,3 +121,55 @@ def weights_of_curve(
     weights = np.zeros(len(label))
     weights[labelled] = 1.0 / survival_before(*curve, at[labelled])
     return weights
+
+
+# --- weights that tell dropout from the extract date (what training uses) ---------------------------------
+
+
+def follow_up_ends(day: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the day follow-up or the event came (day + time), and whether follow-up ended there
+    without an event (a row with a NaN time has no end)."""
+    return day + time, ~np.asarray(event, dtype=bool) & ~np.isnan(time)
+
+
+def dropout_weights(
+    day: np.ndarray,
+    time: np.ndarray,
+    label: np.ndarray,
+    horizon_months: int,
+    extract: float,
+    dropout_curve: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """1/G(min(time, horizon)-) for labelled rows whose horizon ends by the `extract` day, 0 for every
+    other row; G is `dropout_curve` (times, survival). With no extract day (NaN: no follow-up ended
+    without an event), every labelled row weighs 1."""
+    if np.isnan(extract):
+        return np.where(np.isnan(label), 0.0, 1.0)
+    horizon = add_months(day, horizon_months) - day
+    eligible = ~np.isnan(label) & (day + horizon <= extract)
+    weights = np.zeros(len(label))
+    weights[eligible] = 1.0 / survival_before(*dropout_curve, np.fmin(time, horizon)[eligible])
+    return weights
+
+
+def follow_up_weights(
+    day: np.ndarray, time: np.ndarray, event: np.ndarray, label: np.ndarray, horizon_months: int
+) -> np.ndarray:
+    """IPCW weights that tell the two kinds of censoring apart: `dropout_weights` with G the
+    Kaplan–Meier survival of *dropout* only and the extract day the latest end of follow-up without
+    an event.
+
+    The extract date censors every row measured within a horizon of it, but the rows it censors are
+    the recent ones, not a random share: pooled with dropout into one G (`ipcw_weights`, build_features'
+    `ipcw_weight`), it over-weights the "no" of early rows and the "yes" of late ones, which biases a
+    model that sees time-related features and any evaluation split by date. Rows that could not be
+    followed a whole horizon (positivity fails) are left out instead, positives included; a censored
+    row is still never a "no". Inputs are per row: measurement day number, time_to_event_days,
+    event_observed and label.
+    """
+    end, ended = follow_up_ends(day, time, event)
+    if not ended.any():
+        return dropout_weights(day, time, label, horizon_months, np.nan, (np.zeros(0), np.zeros(0)))
+    extract = float(end[ended].max())
+    curve = censoring_survival(time, ended & (end < extract))
+    return dropout_weights(day, time, label, horizon_months, extract, curve)

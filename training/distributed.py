@@ -3,7 +3,7 @@
 The feature rows come from `features.distributed.feature_frame`: the same rows as in memory. What
 looks across citizens is computed as a reduction over partitions and then applied per partition,
 so it equals the in-memory value: the dropout IPCW weights (the extract date and the Kaplan–Meier
-curve of dropout, as `training.train.follow_up_weights`), the out-of-time cutoff
+curve of dropout, as `features.labels.follow_up_weights`), the out-of-time cutoff
 (`out_of_time_cutoff`) and the one-hot categories (`learn_encoding`).
 
 The validation differs from `training.train` in one way, because nested cross-validation would fit
@@ -35,13 +35,12 @@ from features.distributed import (
     CITIZENS_PER_PARTITION,
     ParquetSource,
     StoreSource,
-    horizon_days,
     partition_results,
     partitioned_features,
     weighted_features,
 )
 from features.feature_catalogue import ID_COLUMNS
-from features.labels import censoring_counts, survival_before
+from features.labels import censoring_counts, dropout_weights, follow_up_ends
 from training import evaluation
 from training.model import JobChanceModel, encode, learn_categories, model_catalogue, model_inputs
 from training.train import (
@@ -51,6 +50,7 @@ from training.train import (
     calibrated,
     experiment_id,
     fingerprint,
+    follow_up_columns,
     headline,
     labelled_rows,
     platt,
@@ -70,25 +70,18 @@ MIN_LABELLED = 10
 # --- the cross-citizen pieces, as reductions ------------------------------------------------------------
 
 
-def follow_up(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: the measurement day, time to event or end of follow-up, that end's day, and whether
-    follow-up ended without an event (as `follow_up_weights` reads a feature frame)."""
-    day = frame["measured_on"].to_numpy().astype("datetime64[D]").astype(np.int64)
-    time_ = frame["time_to_event_days"].to_numpy(dtype=float)
-    ended = ~frame["event_observed"].to_numpy(dtype=bool) & ~np.isnan(time_)
-    return day, time_, day + time_, ended
-
-
 def latest_end(frame: pd.DataFrame) -> float:
     """The latest end of follow-up without an event in a partition (NaN when there is none): the
-    extract date is the maximum over partitions."""
-    _, _, end, ended = follow_up(frame)
+    extract day is the maximum over partitions."""
+    day, time_, event, _ = follow_up_columns(frame)
+    end, ended = follow_up_ends(day, time_, event)
     return float(end[ended].max()) if ended.any() else math.nan
 
 
 def dropout_counts(frame: pd.DataFrame, extract: float) -> pd.DataFrame:
     """A partition's censoring counts of the dropout curve: follow-up that ended before the extract."""
-    _, time_, end, ended = follow_up(frame)
+    day, time_, event, _ = follow_up_columns(frame)
+    end, ended = follow_up_ends(day, time_, event)
     times, at_time, ended_at = censoring_counts(time_, ended & (end < extract))
     return pd.DataFrame({"time": times, "rows": at_time, "ended": ended_at})
 
@@ -96,17 +89,10 @@ def dropout_counts(frame: pd.DataFrame, extract: float) -> pd.DataFrame:
 def with_dropout_weights(
     frame: pd.DataFrame, horizon_months: int, extract: float, curve: tuple[np.ndarray, np.ndarray]
 ) -> pd.DataFrame:
-    """A partition with `follow_up_weights` as `ipcw_weight`, from the extract date and dropout curve
-    of all partitions: 1/G(min(time, horizon)-) for labelled rows whose horizon ends by the extract."""
-    label = frame["label"].to_numpy(dtype=float)
-    if math.isnan(extract):  # no follow-up ended without an event anywhere
-        return frame.assign(ipcw_weight=np.where(np.isnan(label), 0.0, 1.0))
-    day, time_, _, _ = follow_up(frame)
-    horizon = horizon_days(frame["measured_on"], horizon_months)
-    eligible = ~np.isnan(label) & (day + horizon <= extract)
-    weights = np.zeros(len(frame))
-    weights[eligible] = 1.0 / survival_before(*curve, np.fmin(time_, horizon)[eligible])
-    return frame.assign(ipcw_weight=weights)
+    """A partition with the weights `features.labels.follow_up_weights` gives the whole dataset, from
+    the extract day and dropout curve of all partitions."""
+    day, time_, _, label = follow_up_columns(frame)
+    return frame.assign(ipcw_weight=dropout_weights(day, time_, label, horizon_months, extract, curve))
 
 
 def training_weights(frame: dd.DataFrame, horizon_months: int, weighting: str) -> dd.DataFrame:

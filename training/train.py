@@ -2,7 +2,7 @@
 
 Censoring: only labelled rows are fitted and scored, each with an inverse-probability-of-censoring
 weight; a censored row has weight 0 and is never counted as a "no" (shared/data-contract.md, "The
-prediction target"). The weights tell dropout from the extract date (`follow_up_weights`, see there
+prediction target"). The weights tell dropout from the extract date (`features.labels.follow_up_weights`, see there
 why); `TrainConfig(weighting="pooled")` uses build_features' `ipcw_weight` column instead.
 
 Validation that cannot leak:
@@ -48,7 +48,7 @@ from threadpoolctl import threadpool_limits
 from features.build import build_features
 from features.catalogue import BACKGROUND_LABELS, GROUP_LABELS, INDICATOR_CODES, indicator
 from features.dataset import Dataset
-from features.labels import add_months, censoring_survival, survival_before
+from features.labels import follow_up_weights
 from training import evaluation
 from training.model import (
     JobChanceModel,
@@ -403,34 +403,15 @@ def labelled_rows(frame: pd.DataFrame) -> np.ndarray:
     return (frame["label"].notna() & (frame["ipcw_weight"] > 0)).to_numpy()
 
 
-def follow_up_weights(frame: pd.DataFrame, horizon_months: int) -> np.ndarray:
-    """IPCW weights that tell the two kinds of censoring apart: 1/G(min(time, horizon)-) with G the
-    Kaplan–Meier survival of *dropout* only, for labelled rows whose horizon ends by the extract
-    date; 0 for every other row.
-
-    The extract date (the latest end of follow-up without an event) censors every row measured
-    within a horizon of it, but the rows it censors are the recent ones, not a random share: pooled
-    with dropout into one G (build_features' `ipcw_weight`), it over-weights the "no" of early rows
-    and the "yes" of late ones, which biases a model that sees time-related features and any
-    evaluation split by date. Rows that could not be followed a whole horizon (positivity fails)
-    are left out instead, positives included; a censored row is still never a "no".
-    """
-    day = frame["measured_on"].to_numpy().astype("datetime64[D]").astype(np.int64)
-    time = frame["time_to_event_days"].to_numpy(dtype=float)
-    event = frame["event_observed"].to_numpy(dtype=bool)
-    label = frame["label"].to_numpy(dtype=float)
-    end = day + time
-    ended = ~event & ~np.isnan(time)
-    if not ended.any():
-        return np.where(np.isnan(label), 0.0, 1.0)
-    extract = np.nanmax(end[ended])
-    horizon_days = add_months(day, horizon_months) - day
-    dropout = ended & (end < extract)
-    times, survival = censoring_survival(time, dropout)
-    eligible = ~np.isnan(label) & (day + horizon_days <= extract)
-    weights = np.zeros(len(frame))
-    weights[eligible] = 1.0 / survival_before(times, survival, np.fmin(time, horizon_days)[eligible])
-    return weights
+def follow_up_columns(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The arrays `features.labels.follow_up_weights` reads, from a feature frame: measurement day
+    number, time_to_event_days, event_observed and label."""
+    return (
+        frame["measured_on"].to_numpy().astype("datetime64[D]").astype(np.int64),
+        frame["time_to_event_days"].to_numpy(dtype=float),
+        frame["event_observed"].to_numpy(dtype=bool),
+        frame["label"].to_numpy(dtype=float),
+    )
 
 
 def with_weights(frame: pd.DataFrame, horizon_months: int, weighting: str) -> pd.DataFrame:
@@ -439,7 +420,7 @@ def with_weights(frame: pd.DataFrame, horizon_months: int, weighting: str) -> pd
         raise ValueError(f"unknown weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
     if weighting == "pooled":
         return frame
-    return frame.assign(ipcw_weight=follow_up_weights(frame, horizon_months))
+    return frame.assign(ipcw_weight=follow_up_weights(*follow_up_columns(frame), horizon_months))
 
 
 def fingerprint(frame: pd.DataFrame) -> dict[str, Any]:
