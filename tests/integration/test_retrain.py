@@ -318,6 +318,30 @@ def test_admin_endpoints_are_off_without_a_token(tmp_path):
     on = TestClient(create_admin_app(lambda: isolated_settings(tmp_path, admin_token="t")))
     assert on.post("/retrain", json={}).status_code == 401
     assert not (tmp_path / "admin").exists()  # nothing was started
+    assert on.post("/retrain", json={"dry_run": "maybe"}, headers={"Authorization": "Bearer t"}).status_code == 422
+
+
+def test_a_job_refused_by_the_lock_reports_it(tmp_path):
+    """A job's status comes from its files: exit code 2 (a user error such as the lock) is "refused",
+    with the log's last lines saying why; nothing outside the jobs folder is reachable."""
+    from fastapi.testclient import TestClient
+
+    from serving.admin import create_admin_app, job_folder
+
+    settings = isolated_settings(tmp_path, admin_token="t")
+    folder = job_folder(settings, "20261128T000000-abc")
+    folder.mkdir(parents=True)
+    (folder / "request.json").write_text(json.dumps({"dry_run": False, "command": ["retrain"]}))
+    (folder / "log.txt").write_text("error: retrain refused: another process holds retrain.lock (pid 7: retrain)\n")
+    app = TestClient(create_admin_app(lambda: settings))
+    admin = {"Authorization": "Bearer t"}
+    assert app.get(f"/jobs/{folder.name}", headers=admin).json()["status"] == "running"
+    (folder / "exit_code").write_text("2")
+    status = app.get(f"/jobs/{folder.name}", headers=admin).json()
+    assert (status["status"], status["exit_code"], status["outcome"]) == ("refused", 2, None)
+    assert "another process holds" in status["log_tail"]
+    for name in ("..", ".hidden", "missing"):
+        assert app.get(f"/jobs/{name}", headers=admin).status_code == 404
 
 
 def test_simulated_extracts_arrive_round_after_round(tmp_path):
