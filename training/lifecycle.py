@@ -38,8 +38,11 @@ from features.catalogue import SCORE_COLUMNS
 from features.dataset import Dataset
 from training.drift import drift_report
 from training.locks import exclusive
+from training.model import JobChanceModel
 from training.train import (
     CHAMPION_CANDIDATE,
+    FamilyResult,
+    Split,
     TrainConfig,
     evaluation_metrics,
     experiment_id,
@@ -348,6 +351,88 @@ def _log_window_tables(out: Path, outcome_tables: Mapping[str, pd.DataFrame]) ->
         table.to_csv(out / f"{name}.csv", index=False)
 
 
+def window_split(full: pd.DataFrame, since: pd.Timestamp, config: TrainConfig) -> tuple[Split, dict[str, object]]:
+    """The rows up to `since` to fit the challenger on, the rows after it, and the window: those of
+    them with a known outcome. Refuses when either side lacks labelled rows of both outcomes."""
+    split = split_at(full, since + pd.Timedelta(days=1), config)
+    rows = labelled_rows(split.test)
+    if len(np.unique(split.test["label"].to_numpy(float)[rows])) < 2:
+        raise RetrainError(
+            f"no outcomes have become known since the champion's training data (outcomes through "
+            f"{since.date()}): ingest a new measurement round first"
+        )
+    if len(np.unique(split.period["label"].to_numpy(float)[labelled_rows(split.period)])) < 2:
+        raise RetrainError(f"no labelled measurements of both outcomes up to {since.date()} to train on")
+    window = {
+        "after": str(since.date()),
+        "until": str(split.test["measured_on"][rows].max().date()),
+        "rows": int(rows.sum()),
+        "citizens": int(split.test["citizen_id"][rows].nunique()),
+    }
+    return split, window
+
+
+@dataclass
+class Comparison:
+    """Challenger and champion on the window: metrics, fairness tables, the gates."""
+
+    challenger: dict[str, float]
+    champion: dict[str, float]
+    tables: dict[str, pd.DataFrame]
+    gates: list[GateResult]
+
+
+def compare_on_window(
+    split: Split,
+    challenger: FamilyResult,
+    champion: JobChanceModel,
+    truth: pd.DataFrame | None,
+    config: TrainConfig,
+    gates: Gates,
+) -> Comparison:
+    """Both models' window metrics (with intervals and fairness gaps) and every gate."""
+    true_p = truth_of(split.test, truth)
+    ours, our_fairness = evaluation_metrics(split.test, challenger.oot_probability, true_p, config, "window")
+    champion_p = champion.probability(champion.matrix(split.test))
+    theirs, their_fairness = evaluation_metrics(split.test, champion_p, true_p, config, "window")
+    results = check_gates(ours, theirs, champion.metrics.get("oot_roc_auc"), challenger.calibration[0], gates)
+    tables = {"fairness_window_challenger": our_fairness, "fairness_window_champion": their_fairness}
+    return Comparison(ours, theirs, tables, results)
+
+
+def retrain_metrics(comparison: Comparison, challenger: FamilyResult, drift: pd.DataFrame) -> dict[str, float]:
+    """What the retrain run logs as metrics (finite values only)."""
+    metrics = {
+        **{f"challenger_{k}": v for k, v in comparison.challenger.items()},
+        **{f"champion_{k}": v for k, v in comparison.champion.items()},
+        **{f"challenger_{k}": v for k, v in challenger.metrics.items() if k.startswith("cv_")},
+        **{f"gate_{g.name}_passed": float(g.passed) for g in comparison.gates},
+        **{f"gate_{g.name}_value": g.value for g in comparison.gates},
+        **{f"psi_{r.column}": r.psi for r in drift.itertuples()},
+    }
+    return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+
+
+def register_challenger(
+    settings: Settings, full: pd.DataFrame, challenger: FamilyResult, config: TrainConfig, run_id: str, decision: str
+) -> int:
+    """The challenger's recipe refitted on all of `full`, logged into the active run and registered
+    (tagged with the run and the decision); its version."""
+    from training import registry
+    from training.model import input_example, log_pyfunc
+
+    model = fit_job_chance_model(full, challenger.params, challenger.calibration, config, headline(challenger.metrics))
+    with tempfile.TemporaryDirectory() as tmp:
+        info = log_pyfunc(model, "model", input_example(model, full), Path(tmp) / "pyfunc")
+    version = registry.register(
+        info,
+        settings.model_name,
+        tags={"retrain_run": run_id, "decision": decision},
+        tracking_uri=settings.tracking_uri,
+    )
+    return int(version.version)
+
+
 def retrain(
     dataset: Dataset,
     settings: Settings,
@@ -358,9 +443,6 @@ def retrain(
 ) -> RetrainOutcome:
     """Challenger against champion on the window, gates, and (not `dry_run`) register and promote."""
     import mlflow
-
-    from training import registry
-    from training.model import input_example, log_pyfunc
 
     start = time.perf_counter()
     config = replace(config, models=(CHAMPION_CANDIDATE,))
@@ -378,28 +460,13 @@ def retrain(
         full = with_weights(
             build_features(dataset, horizon_months=config.horizon_months), config.horizon_months, config.weighting
         )
-        split = split_at(full, since + pd.Timedelta(days=1), config)
-        window_rows = labelled_rows(split.test)
-        if len(np.unique(split.test["label"].to_numpy(float)[window_rows])) < 2:
-            raise RetrainError(
-                f"no outcomes have become known since the champion's training data (outcomes through "
-                f"{since.date()}): ingest a new measurement round first"
-            )
-        if len(np.unique(split.period["label"].to_numpy(float)[labelled_rows(split.period)])) < 2:
-            raise RetrainError(f"no labelled measurements of both outcomes up to {since.date()} to train on")
-        window = {
-            "after": str(since.date()),
-            "until": str(split.test["measured_on"][window_rows].max().date()),
-            "rows": int(window_rows.sum()),
-            "citizens": int(split.test["citizen_id"][window_rows].nunique()),
-        }
+        split, window = window_split(full, since, config)
         trained_through = pd.Timestamp(str(champion.training_fingerprint.get("last_measured_on") or since.date()))
         drift = round_drift(dataset, trained_through)
         project_run = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into the run it made
         if project_run is None:
             mlflow.set_experiment(experiment_id=experiment)
         with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=project_run, run_name=RETRAIN_RUN) as run:
-            out = Path(tmp)
             mlflow.set_tags({"dry_run": str(dry_run), "champion_version": str(champion_version)})
             mlflow.log_params(
                 {
@@ -414,62 +481,34 @@ def retrain(
                     **{f"data_{k}": v for k, v in fingerprint(full).items()},
                 }
             )
-            learner = learners(split.encoding.catalogue, config)[CHAMPION_CANDIDATE]
-            result = train_family(learner, split, truth, config)
-            true_p = truth_of(split.test, truth)
-            challenger_m, challenger_fair = evaluation_metrics(
-                split.test, result.oot_probability, true_p, config, "window"
+            challenger = train_family(
+                learners(split.encoding.catalogue, config)[CHAMPION_CANDIDATE], split, truth, config
             )
-            champion_p = champion.probability(champion.matrix(split.test))
-            champion_m, champion_fair = evaluation_metrics(split.test, champion_p, true_p, config, "window")
-            results = check_gates(
-                challenger_m, champion_m, champion.metrics.get("oot_roc_auc"), result.calibration[0], gates
+            comparison = compare_on_window(split, challenger, champion, truth, config, gates)
+            passed = all(g.passed for g in comparison.gates)
+            metrics = retrain_metrics(comparison, challenger, drift)
+            mlflow.log_metrics(metrics)
+            tables = {"drift": drift, **comparison.tables, "grid_search": challenger.trials}
+            _log_window_tables(Path(tmp) / "retrain", tables)
+            (Path(tmp) / "retrain" / "gates.json").write_text(
+                json.dumps([asdict(g) for g in comparison.gates], indent=1)
             )
-            passed = all(g.passed for g in results)
-            metrics = {
-                **{f"challenger_{k}": v for k, v in challenger_m.items()},
-                **{f"champion_{k}": v for k, v in champion_m.items()},
-                **{f"challenger_{k}": v for k, v in result.metrics.items() if k.startswith("cv_")},
-                **{f"gate_{g.name}_passed": float(g.passed) for g in results},
-                **{f"gate_{g.name}_value": g.value for g in results},
-                **{f"psi_{r.column}": r.psi for r in drift.itertuples()},
-            }
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
-            _log_window_tables(
-                out / "retrain",
-                {
-                    "drift": drift,
-                    "fairness_window_challenger": challenger_fair,
-                    "fairness_window_champion": champion_fair,
-                    "grid_search": result.trials,
-                },
-            )
-            (out / "retrain" / "gates.json").write_text(json.dumps([asdict(g) for g in results], indent=1))
-            mlflow.log_artifacts(str(out / "retrain"), "retrain")
+            mlflow.log_artifacts(str(Path(tmp) / "retrain"), "retrain")
             decision, challenger_version, promoted = decision_of(passed, dry_run), None, False
-            if not dry_run:
-                model = fit_job_chance_model(full, result.params, result.calibration, config, headline(result.metrics))
-                info = log_pyfunc(model, "model", input_example(model, full), out / "pyfunc")
-                challenger_version = int(
-                    registry.register(
-                        info,
-                        settings.model_name,
-                        tags={"retrain_run": run.info.run_id, "decision": decision},
-                        tracking_uri=settings.tracking_uri,
-                    ).version
-                )
+            # A challenger whose scores rank the wrong way round (calibration slope <= 0) is no model to keep.
+            if not dry_run and challenger.calibration[0] > 0:
+                challenger_version = register_challenger(settings, full, challenger, config, run.info.run_id, decision)
                 if passed:
                     try:
-                        _move_alias(
-                            settings, challenger_version, f"retrain run {run.info.run_id}", champion_version, True
-                        )
+                        reason = f"retrain run {run.info.run_id}"
+                        _move_alias(settings, challenger_version, reason, champion_version, True)
                         promoted = True
                     except RetrainError as error:
                         decision = f"not promoted: {error}"
             mlflow.set_tags(
                 {
                     "decision": decision,
-                    "failed_gates": ",".join(g.name for g in results if not g.passed),
+                    "failed_gates": ",".join(g.name for g in comparison.gates if not g.passed),
                     "challenger_version": str(challenger_version or ""),
                 }
             )
@@ -481,7 +520,7 @@ def retrain(
         promoted,
         champion_version,
         challenger_version,
-        results,
+        comparison.gates,
         window,
         drift,
         metrics,
