@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -73,12 +74,24 @@ def start_retrain(settings: Settings, dry_run: bool) -> str:
     log = (folder / "log.txt").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
+    (folder / "pid").write_text(str(process.pid), encoding="utf-8")
 
     def wait() -> None:
         (folder / "exit_code").write_text(str(process.wait()), encoding="utf-8")
 
     threading.Thread(target=wait, name=f"retrain-{job}", daemon=True).start()
     return job
+
+
+def alive(folder: Path) -> bool:
+    """Whether the job's process still runs. A job whose server stopped before it ended has no exit code
+    and no process: "lost" (the retrain lock makes a lost job harmless; its MLflow run is marked KILLED
+    by the next retrain)."""
+    try:
+        os.kill(int((folder / "pid").read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def job_status(settings: Settings, job: str) -> dict[str, Any]:
@@ -92,7 +105,7 @@ def job_status(settings: Settings, job: str) -> dict[str, Any]:
     return {
         "job": job,
         "request": json.loads((folder / "request.json").read_text(encoding="utf-8")),
-        "status": "running" if code is None else JOB_STATES.get(code, "failed"),
+        "status": (("running" if alive(folder) else "lost") if code is None else JOB_STATES.get(code, "failed")),
         "exit_code": code,
         "outcome": json.loads(outcome_file.read_text(encoding="utf-8")) if outcome_file.exists() else None,
         "log_tail": log[-LOG_TAIL_CHARS:],

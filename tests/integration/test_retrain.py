@@ -335,7 +335,10 @@ def test_a_job_refused_by_the_lock_reports_it(tmp_path):
     (folder / "log.txt").write_text("error: retrain refused: another process holds retrain.lock (pid 7: retrain)\n")
     app = TestClient(create_admin_app(lambda: settings))
     admin = {"Authorization": "Bearer t"}
+    (folder / "pid").write_text(str(os.getpid()))  # a process that runs
     assert app.get(f"/jobs/{folder.name}", headers=admin).json()["status"] == "running"
+    (folder / "pid").write_text("999999999")  # none does: the server stopped before the job ended
+    assert app.get(f"/jobs/{folder.name}", headers=admin).json()["status"] == "lost"
     (folder / "exit_code").write_text("2")
     status = app.get(f"/jobs/{folder.name}", headers=admin).json()
     assert (status["status"], status["exit_code"], status["outcome"]) == ("refused", 2, None)
