@@ -9,11 +9,14 @@ overhead for one citizen. A measurement's features use only rows dated on or bef
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features.catalogue import EVENTS, INTERVENTION_CODES, SCORE_COLUMNS
 from features.dataset import COLUMNS, Dataset
@@ -86,6 +89,33 @@ def day_numbers(values: pd.Series) -> np.ndarray:
     return np.where(np.isnat(dates), np.nan, dates.astype(np.int64).astype(float))
 
 
+STRING_DTYPE = pd.api.types.pandas_dtype("str")
+
+
+def string_array(values: Sequence[str | None]) -> pd.api.extensions.ExtensionArray:
+    """Python strings (None = empty) as the canonical `str` array; through pyarrow directly, since
+    `pd.array(values, dtype="str")` costs several times more for the few values of a request."""
+    return pd.arrays.ArrowStringArray(pa.array(values, type=pa.large_string()), dtype=STRING_DTYPE)
+
+
+@lru_cache(maxsize=64)
+def column_positions(columns: tuple[str, ...], wanted: tuple[str, ...]) -> np.ndarray:
+    """Position of each of `wanted` in `columns` (-1 where absent); cached, as the tables of a
+    request, and the frames from build_features, share one column order. Read-only: it is shared."""
+    at = pd.Index(columns).get_indexer(list(wanted))
+    at.flags.writeable = False
+    return at
+
+
+def float_columns(frame: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
+    """The columns `names` of `frame` as one (rows, names) float array, NaN where empty: one read by
+    position, where a column-by-column read pays pandas' fixed cost per column."""
+    at = column_positions(tuple(frame.columns.tolist()), tuple(names))
+    if (at < 0).any():
+        raise KeyError(f"missing column(s) {', '.join(n for n, k in zip(names, at, strict=True) if k < 0)}")
+    return frame.take(at, axis=1).to_numpy(dtype=float, na_value=np.nan)
+
+
 def strings(values: pd.Series) -> np.ndarray:
     """A string column as a numpy object array: cheap for a few rows, where pandas' own string
     operations carry a fixed cost per call, and fast enough for a register."""
@@ -117,6 +147,8 @@ def lookup(keys: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
 
 def category_codes(values: np.ndarray, levels: tuple[str, ...], what: str) -> np.ndarray:
     """Index of each value in `levels` (-1 for an empty value); ValueError naming values outside them."""
+    if not len(values):  # e.g. a request's empty outcomes: factorize's fixed cost for nothing
+        return np.zeros(0, dtype=np.int64)
     codes, uniques = pd.factorize(values)
     unknown = [u for u in uniques if u not in levels]
     if unknown:
@@ -153,8 +185,8 @@ def sorted_rounds(dataset: Dataset) -> Rounds:
 
 def score_levels(dataset: Dataset, rounds: Rounds) -> dict[str, np.ndarray]:
     """The score columns of the sorted rows as floats, NaN where unanswered."""
-    m = dataset.measurements
-    return {name: m[name].to_numpy(dtype=float, na_value=np.nan)[rounds.order] for name in SCORE_COLUMNS}
+    values = float_columns(dataset.measurements, SCORE_COLUMNS)[rounds.order]
+    return dict(zip(SCORE_COLUMNS, values.T, strict=True))
 
 
 def round_features(dataset: Dataset, rounds: Rounds) -> dict[str, np.ndarray]:
@@ -317,7 +349,7 @@ def build_features(dataset: Dataset, horizon_months: int = 12, as_of: date | Non
     block, pattern = numeric_features(dataset, rounds)
     ids = {
         "measurement_id": dataset.measurements["measurement_id"].array.take(rounds.order),
-        "citizen_id": pd.array(rounds.citizen_ids[rounds.citizen], dtype="str"),
+        "citizen_id": string_array(rounds.citizen_ids[rounds.citizen]),
         "measured_on": rounds.day.astype("datetime64[D]").astype("datetime64[s]"),
     }
     others = {

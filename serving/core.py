@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from pydantic import TypeAdapter
 
-from features.build import build_features
+from features.build import build_features, column_positions, string_array
 from features.catalogue import (
     BACKGROUND_LABELS,
     CASEWORKER_COLUMNS,
@@ -130,7 +130,7 @@ class LoadedModel:
 def _column(kind: str, values: list) -> Any:
     """`values` as the canonical dtype of a contract column (see features.dataset)."""
     if kind == "str":
-        return pd.array(values, dtype="str")
+        return string_array(values)
     if kind == "date":
         return np.array(values, dtype="datetime64[D]").astype("datetime64[s]")
     if kind == "Int64":
@@ -298,6 +298,12 @@ def last_rounds(frame: pd.DataFrame) -> np.ndarray:
 
 
 _PREDICTIONS = TypeAdapter(list[Prediction])
+_INDICATOR_COLUMNS = tuple(
+    name
+    for code in INDICATOR_CODES
+    for score in (f"cit_{code}", f"cw_{code}")
+    for name in (score, change_column(score, CHANGE))
+)
 _EXPLANATIONS = TypeAdapter(list[Explanation])
 
 
@@ -311,14 +317,9 @@ def _plain(values: np.ndarray, whole: bool = False) -> list:
 
 def _indicator_scores(frame: pd.DataFrame, positions: np.ndarray) -> dict[str, list[dict]]:
     """Per indicator, each row's citizen and caseworker score and change since the round before."""
-    wanted = [
-        name
-        for code in INDICATOR_CODES
-        for score in (f"cit_{code}", f"cw_{code}")
-        for name in (score, change_column(score, CHANGE))
-    ]
-    present = [name for name in wanted if name in frame.columns]
-    block = frame[present].to_numpy(dtype=float)[positions]  # one read of the numeric block, not 44
+    at = column_positions(tuple(frame.columns.tolist()), _INDICATOR_COLUMNS)
+    present = [name for name, k in zip(_INDICATOR_COLUMNS, at, strict=True) if k >= 0]
+    block = frame.take(at[at >= 0], axis=1).to_numpy(dtype=float)[positions]  # one read by position, not 44
     column = dict(zip(present, block.T, strict=True))
     missing = np.full(len(positions), np.nan)
 
