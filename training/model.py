@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from features.build import column_positions
 from features.feature_catalogue import CATEGORICAL_FEATURES, NUMERIC_FEATURES, feature_catalogue
 
 if TYPE_CHECKING:
@@ -63,13 +64,6 @@ def learn_categories(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, l
 def encoded_names(numeric: Sequence[str], categories: Mapping[str, Sequence[str]]) -> list[str]:
     """Matrix column names: the numeric columns, then one 0/1 column per category."""
     return [*numeric, *(one_hot_name(c, v) for c, values in categories.items() for v in values)]
-
-
-@lru_cache(maxsize=16)
-def column_positions(columns: tuple[str, ...], wanted: tuple[str, ...]) -> np.ndarray:
-    """Position of each of `wanted` in `columns` (-1 where absent); cached, as frames from
-    build_features share one column order."""
-    return pd.Index(columns).get_indexer(list(wanted))
 
 
 @lru_cache(maxsize=64)
