@@ -146,10 +146,8 @@ def dropout_weights(
     if np.isnan(extract):
         return np.where(np.isnan(label), 0.0, 1.0)
     horizon = add_months(day, horizon_months) - day
-    eligible = ~np.isnan(label) & (day + horizon <= extract)
-    weights = np.zeros(len(label))
-    weights[eligible] = 1.0 / survival_before(*dropout_curve, np.fmin(time, horizon)[eligible])
-    return weights
+    followed_whole_horizon = np.where(day + horizon <= extract, label, np.nan)
+    return weights_of_curve(followed_whole_horizon, time, horizon, dropout_curve)
 
 
 def follow_up_weights(

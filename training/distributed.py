@@ -48,10 +48,12 @@ from training.train import (
     Encoding,
     TrainConfig,
     calibrated,
+    cutoff_of_counts,
     experiment_id,
     fingerprint,
     follow_up_columns,
     headline,
+    labelled_dates,
     labelled_rows,
     platt,
     register_champion_candidate,
@@ -64,7 +66,6 @@ if TYPE_CHECKING:
     from distributed import Client
 
 HASH_BUCKETS = 1_000_000
-MIN_LABELLED = 10
 
 
 # --- the cross-citizen pieces, as reductions ------------------------------------------------------------
@@ -107,23 +108,6 @@ def training_weights(frame: dd.DataFrame, horizon_months: int, weighting: str) -
     extract = max(ends) if ends else math.nan
     curve = curve_of(partition_results(frame, dropout_counts, extract)) if ends else (np.zeros(0), np.zeros(0))
     return frame.map_partitions(with_dropout_weights, horizon_months, extract, curve, meta=frame._meta)
-
-
-def labelled_dates(frame: pd.DataFrame) -> pd.Series:
-    """How many labelled rows (label known, weight positive) each measurement date has."""
-    return frame.loc[labelled_rows(frame), "measured_on"].value_counts()
-
-
-def cutoff_of_counts(counts: Sequence[pd.Series], share: float) -> pd.Timestamp:
-    """`out_of_time_cutoff` from the partitions' `labelled_dates`: the first date of the last `share`
-    of the labelled measurements, by date."""
-    per_date = pd.concat(counts).groupby(level=0).sum().sort_index()
-    total = int(per_date.sum())
-    if total < MIN_LABELLED:
-        raise UserError(f"only {total} labelled measurements: too few to train; is the follow-up long enough?")
-    position = int(np.floor(total * (1 - share)))
-    reached = np.cumsum(per_date.to_numpy())
-    return pd.Timestamp(per_date.index[np.searchsorted(reached, position, side="right")]).normalize()
 
 
 def learned_encoding(frame: dd.DataFrame) -> Encoding:

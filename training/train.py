@@ -45,6 +45,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from bip.errors import UserError
 from features.build import build_features
 from features.catalogue import BACKGROUND_LABELS, GROUP_LABELS, INDICATOR_CODES, indicator
 from features.dataset import Dataset
@@ -68,6 +69,7 @@ XGBOOST_GRID: tuple[dict[str, float], ...] = tuple(
 LOGIT_GRID: tuple[dict[str, float], ...] = ({"C": 0.01}, {"C": 0.1})
 HGB_GRID: tuple[dict[str, float], ...] = ({"max_leaf_nodes": 7, "learning_rate": 0.1},)
 SENSITIVE_COLUMNS: tuple[str, ...] = ("gender", "origin", "age_band", "education")
+MIN_LABELLED = 10
 
 
 @dataclass(frozen=True)
@@ -282,12 +284,26 @@ def learners(catalogue: pd.DataFrame, config: TrainConfig) -> dict[str, Learner]
 # --- validation ------------------------------------------------------------------------------------
 
 
+def labelled_dates(frame: pd.DataFrame) -> pd.Series:
+    """How many labelled rows (label known, weight positive) each measurement date has: additive, so
+    the counts of disjoint row sets (Dask partitions) give the cutoff of all their rows."""
+    return frame.loc[labelled_rows(frame), "measured_on"].value_counts()
+
+
+def cutoff_of_counts(counts: Sequence[pd.Series], share: float) -> pd.Timestamp:
+    """The first date of the last `share` of the labelled measurements, by date, from `labelled_dates`."""
+    per_date = pd.concat(counts).groupby(level=0).sum().sort_index()
+    total = int(per_date.sum())
+    if total < MIN_LABELLED:
+        raise UserError(f"only {total} labelled measurements: too few to train; is the follow-up long enough?")
+    position = int(np.floor(total * (1 - share)))
+    reached = np.cumsum(per_date.to_numpy())
+    return pd.Timestamp(per_date.index[np.searchsorted(reached, position, side="right")]).normalize()
+
+
 def out_of_time_cutoff(frame: pd.DataFrame, share: float) -> pd.Timestamp:
     """The first date of the last `share` of the labelled measurements with weight (by date)."""
-    dates = np.sort(frame.loc[labelled_rows(frame), "measured_on"].to_numpy())
-    if len(dates) < 10:
-        raise ValueError(f"only {len(dates)} labelled measurements: too few to train; is the follow-up long enough?")
-    return pd.Timestamp(dates[int(np.floor(len(dates) * (1 - share)))]).normalize()
+    return cutoff_of_counts([labelled_dates(frame)], share)
 
 
 def citizen_folds(citizen_ids: np.ndarray, folds: int, seed: int) -> np.ndarray:
