@@ -69,12 +69,13 @@ class RetrainError(UserError):
 
 @dataclass(frozen=True)
 class Gates:
-    """What a challenger must show on the window to replace the champion (see `check_gates`)."""
+    """What a challenger must show on the window to replace the champion (see `check_gates`); the
+    defaults are the settings' (`Gates.of`)."""
 
-    auc_margin: float = 0.02
-    max_auc_drop: float = 0.08
-    max_ece: float = 0.05
-    fairness_margin: float = 0.05
+    auc_margin: float
+    max_auc_drop: float
+    max_ece: float
+    fairness_margin: float
 
     @classmethod
     def of(cls, settings: Settings, **overrides: float | None) -> Gates:

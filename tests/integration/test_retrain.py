@@ -76,7 +76,9 @@ class Home:
         return subprocess.run(command, capture_output=True, text=True, env=self.env, cwd=REPO, timeout=300)
 
     def retrain(self, **kwargs) -> object:
-        return retrain(load(self.settings.store_url), self.settings, small_train_config(1), Gates(), **kwargs)
+        return retrain(
+            load(self.settings.store_url), self.settings, small_train_config(1), Gates.of(self.settings), **kwargs
+        )
 
 
 def scrambled_outcomes(dataset: Dataset) -> Dataset:
@@ -172,7 +174,7 @@ def test_retrain_needs_a_champion(tmp_path, simulated):
     settings.home.mkdir()
     ingest(truncate_dataset(simulated, ROUND_1), settings.store_url)
     with pytest.raises(RetrainError, match="run `bip train` first"):
-        retrain(load(settings.store_url), settings, small_train_config(1), Gates())
+        retrain(load(settings.store_url), settings, small_train_config(1), Gates.of(settings))
 
 
 def test_promote_by_hand_rolls_back_and_forward_and_is_logged(home):

@@ -23,6 +23,8 @@ from training.lifecycle import (
 )
 from training.locks import LockHeld, exclusive
 
+GATES = Gates(auc_margin=0.02, max_auc_drop=0.08, max_ece=0.05, fairness_margin=0.05)
+
 
 def window(auc: float, ece: float = 0.01, auc_gap: float = 0.1, calibration_gap: float = 0.02) -> dict[str, float]:
     return {
@@ -62,10 +64,10 @@ def test_fairness_gate_takes_the_largest_growth_and_ignores_unmeasured_gaps():
 
 
 def test_check_gates_names_every_gate_and_a_wrong_way_round_model_fails():
-    results = check_gates(window(0.8), window(0.8), 0.8, slope=-0.3, gates=Gates())
+    results = check_gates(window(0.8), window(0.8), 0.8, slope=-0.3, gates=GATES)
     assert [g.name for g in results] == ["ordering", "auc", "auc_drop", "ece", "fairness"]
     assert [g.name for g in results if not g.passed] == ["ordering"]
-    assert all(g.passed for g in check_gates(window(0.8), window(0.8), 0.8, slope=0.9, gates=Gates()))
+    assert all(g.passed for g in check_gates(window(0.8), window(0.8), 0.8, slope=0.9, gates=GATES))
 
 
 def test_decisions():
