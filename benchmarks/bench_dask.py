@@ -43,7 +43,7 @@ def machine() -> str:
 
 def dataset(citizens: int, seed: int, cache: Path) -> Path:
     """A simulated Parquet dataset folder, made once per size and seed."""
-    from features.simulator import load_scenario, simulate_to_folder
+    from simulator.simulation import load_scenario, simulate_to_folder
 
     folder = cache / f"bip-{citizens}-{seed}"
     if not (folder / "outcomes.parquet").exists():
@@ -54,7 +54,7 @@ def dataset(citizens: int, seed: int, cache: Path) -> Path:
 
 def run_step(step: str, mode: str, data: Path, partitions: int, citizens: int, workdir: Path) -> dict[str, float]:
     """One step in this process (called in a child process by `measure`); what it produced."""
-    from training.train import TrainConfig
+    from training.config import TrainConfig
 
     config = TrainConfig(models=("xgboost_monotone",), xgboost_grid=(GRID_POINT,), n_boot=50, seed=2013)
     per_partition = max(1, -(-citizens // partitions))

@@ -25,7 +25,7 @@ import pandas as pd
 
 from features.build import build_features
 from features.dataset import Dataset
-from features.simulator import simulate
+from simulator.simulation import simulate
 
 ID_COLUMNS = {"citizen_id", "measurement_id"}
 

@@ -153,8 +153,9 @@ def machine() -> str:
 
 
 def ensure_champion(home: Path, dataset, train_citizens: int) -> None:
+    from training.config import TrainConfig
     from training.registry import champion_version
-    from training.train import TrainConfig, train
+    from training.train import train
 
     uri = f"sqlite:///{home / 'mlflow.db'}"
     if champion_version(MODEL_NAME, tracking_uri=uri) is not None:
@@ -189,7 +190,6 @@ def main() -> None:
 
     from bip.settings import load_settings
     from features.build import build_features
-    from features.simulator import simulate
     from serving.core import (
         Predictor,
         gc_paused,
@@ -200,7 +200,8 @@ def main() -> None:
         score_records,
     )
     from serving.schemas import BatchRequest, PredictRequest
-    from training.model import input_example
+    from simulator.simulation import simulate
+    from training.model import model_rows
 
     results: dict = {"machine": machine(), "started": datetime.now(UTC).isoformat(timespec="seconds"), **vars(args)}
     home = args.home or Path(tempfile.mkdtemp(prefix="bench-serving-"))
@@ -324,7 +325,7 @@ def main() -> None:
             )
             mlflow.set_tracking_uri(uri)
             frame_all = build_features(history_dataset(histories[:500]), model.horizon_months)
-            rows = input_example(model, frame_all.iloc[last_rounds(frame_all)], rows=500)
+            rows = model_rows(model, frame_all.iloc[last_rounds(frame_all)], rows=500)
             feature_bodies = [
                 json.dumps({"dataframe_split": rows.iloc[[k]].to_dict(orient="split")}, default=str).encode()
                 for k in range(len(rows))

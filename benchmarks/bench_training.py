@@ -33,8 +33,10 @@ import numpy as np
 import pandas as pd
 
 from features.contract import read_dataset
-from features.simulator import load_scenario, simulate_to_folder, truth_folder
-from training.train import MODEL_NAMES, TrainConfig, read_truth, train
+from simulator.simulation import load_scenario, simulate_to_folder, truth_folder
+from training.config import MODEL_NAMES, TrainConfig
+from training.evaluation import read_truth
+from training.train import train
 
 TARGETS = {"auc_gap": 0.01, "brier_ratio": 1.03, "ece": 0.02}
 

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,9 +26,31 @@ class Settings(BaseSettings):
     model_name: str = "bip-job-chance"
     model_alias: str = "champion"
     experiment: str = "bip-job-chance"
-    audit_log: Path | None = Field(default=None, description="Audit log file (JSON lines).")
-    admin_token: str | None = Field(default=None, description="Token of the admin endpoints; unset: they are off.")
-    admin_token_file: Path | None = Field(default=None, description="File holding the admin token instead.")
+    audit_stdout: bool = Field(
+        default=False, description="Also write every audit event as a JSON line to stdout (for log shippers)."
+    )
+    auth: Literal["builtin", "proxy", "off"] = Field(
+        default="builtin",
+        description="Who the caller is: users and tokens in the store (builtin), headers from the single-sign-on "
+        "proxy (proxy), or nobody checks (off: development only, refused unless bound to 127.0.0.1).",
+    )
+    trusted_proxies: str = Field(
+        default="", description="Comma-separated addresses or networks of the SSO proxy (proxy mode only)."
+    )
+    proxy_user_header: str = Field(default="X-Forwarded-User", description="Header with the user (proxy mode).")
+    proxy_groups_header: str = Field(
+        default="X-Forwarded-Groups", description="Header with the comma-separated groups (proxy mode)."
+    )
+    proxy_group_prefix: str = Field(
+        default="bip-",
+        description="Groups PREFIXrole-ROLE give a role, PREFIXjobcentre-NAME a job centre (proxy mode).",
+    )
+    session_secret: str | None = Field(default=None, description="Key that signs session cookies and form tokens.")
+    session_secret_file: Path | None = Field(default=None, description="File holding the session key instead.")
+    session_hours: float = Field(default=8.0, gt=0, le=24 * 7, description="How long a login lasts.")
+    cookie_secure: bool = Field(default=False, description="Send the session cookie over HTTPS only (production).")
+    login_attempts: int = Field(default=5, ge=1, description="Failed logins per user in login_window_minutes.")
+    login_window_minutes: float = Field(default=15.0, gt=0, description="Window of the failed-login limit.")
     gate_auc_margin: float = Field(
         default=0.02, ge=0, description="Challenger AUC may be this much below the champion's."
     )
@@ -36,6 +60,9 @@ class Settings(BaseSettings):
     gate_max_ece: float = Field(default=0.05, gt=0, description="Largest calibration error a challenger may have.")
     gate_fairness_margin: float = Field(
         default=0.05, ge=0, description="Largest growth of a fairness gap between groups over the champion's."
+    )
+    lock_lease_seconds: float = Field(
+        default=60.0, gt=0, description="How long the retrain and registry locks outlive a holder that died."
     )
 
     @property
@@ -55,17 +82,15 @@ class Settings(BaseSettings):
         return self.home.resolve() / "locks"
 
     @property
-    def admin_secret(self) -> str | None:
-        """The admin token from BIP_ADMIN_TOKEN or, else, the file BIP_ADMIN_TOKEN_FILE; None: admin is off."""
-        if self.admin_token:
-            return self.admin_token
-        if self.admin_token_file is not None:
-            return self.admin_token_file.read_text(encoding="utf-8").strip() or None
-        return None
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The networks whose requests may carry the SSO proxy's identity headers."""
+        return tuple(
+            ipaddress.ip_network(a.strip(), strict=False) for a in self.trusted_proxies.split(",") if a.strip()
+        )
 
     @property
-    def audit_log_path(self) -> Path:
-        return (self.audit_log or self.home / "logs" / "audit.jsonl").resolve()
+    def secrets_folder(self) -> Path:
+        return self.home.resolve() / "secrets"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from experiments.calibration import still_or_back_share
 from experiments.mixed import MixedFit, fit_random_intercept_logit
 from experiments.person_rounds import (
     BELIEF,
@@ -42,6 +41,7 @@ from experiments.person_rounds import (
 from features.build import build_features
 from features.catalogue import PATTERN_LABELS, PATTERNS, SCORE_COLUMNS, indicator
 from features.dataset import Dataset
+from training.model import expit
 
 # BIP's published figures (Væksthusets Forskningscenter, 2019), printed beside the estimates only.
 BIP_REFERENCE: dict[str, float] = {
@@ -151,8 +151,9 @@ def fit_hazard_models(data: ResearchData, spec: DesignSpec, nodes: int | None = 
 
 
 def practice_spec(config: ResearchConfig) -> DesignSpec:
-    """The full hazard design: every answer, belief, caseworker, pattern, background and time."""
-    return DesignSpec(orientation_threshold=config.orientation_threshold)
+    """The full hazard design: the indicators (calibrated from every answer), belief, caseworker,
+    pattern, background and time."""
+    return DesignSpec(indicators="calibrated", orientation_threshold=config.orientation_threshold)
 
 
 # --- shared helpers --------------------------------------------------------------------------------
@@ -206,12 +207,18 @@ def forest_plot(
 
 
 def indicator_effects(fit: LogitFit, level: float) -> pd.DataFrame:
-    """Per indicator: log-odds per step of the citizen's answer, of the caseworker's, and of both
-    together (the indicator itself one step higher), with intervals; belief has only the latter."""
+    """Per indicator: log-odds per step of the indicator, with its interval; with a design of raw
+    answers also per step of the citizen's answer and of the caseworker's (the indicator is then
+    both answers one step higher). Belief has the one coefficient."""
     z = z_value(level)
     rows = []
     for code in LATENT_INDICATORS:
         row: dict[str, Any] = {"indicator": code, "label": indicator(code).label_en}
+        if code in fit.params.index:  # a calibrated (or mean) design: one column per indicator
+            estimate, se = float(fit.params[code]), float(fit.se[code])
+            row.update({"log_odds": estimate, "se": se, "low": estimate - z * se, "high": estimate + z * se})
+            rows.append(row)
+            continue
         for source in ("cit", "cw"):
             term = f"{source}_{code}"
             estimate, se = float(fit.params[term]), float(fit.se[term])
@@ -308,18 +315,14 @@ def indicator_analysis(
         )
     else:
         findings.append(f"No SHAP importance: {importance_source or 'no trained model was available'}.")
+    parts = ["cit_log_odds", "cit_low", "cit_high", "cw_log_odds", "cw_low", "cw_high"]
     shown = table[
         [
             "label",
             "odds_ratio",
             "odds_ratio_low",
             "odds_ratio_high",
-            "cit_log_odds",
-            "cit_low",
-            "cit_high",
-            "cw_log_odds",
-            "cw_low",
-            "cw_high",
+            *[c for c in parts if c in table.columns],
             *(["shap_importance", "shap_rank"] if importance is not None else []),
         ]
     ]
@@ -330,12 +333,14 @@ def indicator_analysis(
         method=(
             "Discrete-time hazard logit over person-rounds: a measurement opens a round; the outcome is a job or "
             f"education within {data.window_days} days (the median gap between rounds); rounds whose follow-up ends "
-            "earlier without an event are left out. Covariates: every citizen and caseworker answer (centred on 3), "
-            "the caseworker's belief, job orientation and change, the intervention pattern of the last 3 months, "
-            "background (age band, gender, origin, civil status, children, education, benefit history, job centre) "
-            "and time since enrolment. Intervals are cluster-robust by caseworker. The odds ratio of an indicator is "
-            "that of both answers one step higher; at a per-round hazard of a few percent it is close to the "
-            "relative risk."
+            "earlier without an event are left out. Covariates: the 10 indicators, the caseworker's belief, job "
+            "orientation and change, the intervention pattern of the last 3 months, background (age band, gender, "
+            "origin, civil status, children, education, benefit history, job centre) and time since enrolment. Each "
+            "indicator enters as its level predicted from all 20 answers and the other covariates (regression "
+            "calibration: the citizen's and the caseworker's answer are two readings with independent errors, which "
+            "identify the error sizes), so that measurement error does not move weight between indicators. "
+            "Intervals are cluster-robust by caseworker. The odds ratio is per step of the indicator, centred on 3; "
+            "at a per-round hazard of a few percent it is close to the relative risk."
         ),
         findings=findings,
         params={"window_days": data.window_days, "level": config.level, "shap_source": importance_source or "none"},
@@ -382,8 +387,8 @@ def average_relative_change(
         low_x[:, k], high_x[:, k] = 0.0, 1.0
     else:
         high_x[:, k] = X[:, k] + 1.0
-    base = 1 / (1 + np.exp(-(low_x @ betas.T)))
-    raised = 1 / (1 + np.exp(-(high_x @ betas.T)))
+    base = expit(low_x @ betas.T)
+    raised = expit(high_x @ betas.T)
     change = 100 * (raised.mean(axis=0) / base.mean(axis=0) - 1)
     alpha = (1 - level) / 2
     low, high = np.quantile(change[1:], [alpha, 1 - alpha])
@@ -481,8 +486,9 @@ def caseworker_practice_analysis(data: ResearchData, models: HazardModels, confi
             "close to the relative change in the chance at these low per-round hazards; the column 'average chance' "
             "gives the change of the mean predicted chance directly (coefficients drawn from their estimated "
             "distribution for the interval). The random-intercept columns refit the model with a random effect per "
-            "caseworker (analysis 4). Residual confounding is possible: the belief is also a noisy reading of the "
-            "citizen's readiness, which the 20 answers control for only in part."
+            "caseworker (analysis 4). The belief is also a reading of the citizen's readiness; the indicators enter "
+            "as levels calibrated for measurement error (analysis 1), so that readiness the raw answers miss is not "
+            "credited to the belief."
         ),
         findings=findings,
         params={"orientation_threshold": config.orientation_threshold, "level": config.level, "draws": config.draws},
@@ -509,6 +515,15 @@ def mean_indicator_change(features: pd.DataFrame, window_days: int) -> pd.DataFr
             "change": change[keep].to_numpy(),
         }
     )
+
+
+def still_or_back_share(dataset: Dataset) -> float:
+    """Share of citizens (with two or more rounds) whose mean indicator score did not rise first to last."""
+    m = dataset.measurements.sort_values(["citizen_id", "measured_on"])
+    mean = m[list(SCORE_COLUMNS)].astype("Float64").mean(axis=1).astype(float)
+    per = mean.groupby(m["citizen_id"]).agg(["first", "last", "count"])
+    per = per[per["count"] >= 2]
+    return float((per["last"] - per["first"] <= 0).mean())
 
 
 def still_or_back_interval(dataset: Dataset, level: float) -> tuple[float, float, float, int]:

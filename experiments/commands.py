@@ -26,7 +26,7 @@ def report(
     """Run the research analyses (one MLflow run each) and render them into one HTML report."""
     from experiments.analyses import ResearchConfig
     from experiments.report import DEFAULT_EXPERIMENT, build_report
-    from training.train import TrainConfig
+    from training.config import TrainConfig
 
     settings = load_settings()
     train = TrainConfig(horizon_months=settings.horizon_months, seed=seed, folds=folds, n_boot=n_boot, n_jobs=n_jobs)

@@ -33,7 +33,7 @@ class Comparison:
 
 def train_config(config: ResearchConfig):
     """The TrainConfig of analysis 5: the one given, or training's defaults at the research seed."""
-    from training.train import TrainConfig
+    from training.config import TrainConfig
 
     return config.train or TrainConfig(horizon_months=config.horizon_months, seed=config.seed)
 
@@ -113,8 +113,12 @@ def shap_importance(result, split) -> pd.Series:
 
 def model_comparison_analysis(dataset: Dataset, config: ResearchConfig) -> Comparison:
     """Analysis 5: every model family of training, grouped CV and out of time, with intervals."""
+    from training.config import CHAMPION_CANDIDATE
+    from training.data import labelled_rows
     from training.evaluation import reliability_table
-    from training.train import CHAMPION_CANDIDATE, labelled_rows, learners, make_split, train_family
+    from training.learners import learners
+    from training.train import train_family
+    from training.validation import make_split
 
     tc = train_config(config)
     split = make_split(dataset, tc)

@@ -133,28 +133,26 @@ def log_analyses(
 ) -> tuple[str, dict[str, str]]:
     """One "research-report" run with a child run per analysis (params, metrics, tables, plots,
     findings); returns the parent run id and each analysis's run id."""
-    import mlflow
+    from training.tracking import experiment_id, started_run, tracking_client
 
-    from training.train import experiment_id
-
-    mlflow.set_tracking_uri(tracking_uri)
+    client = tracking_client(tracking_uri)
     runs: dict[str, str] = {}
-    experiment_key = experiment_id(experiment, artifact_root)
+    experiment_key = experiment_id(experiment, artifact_root, tracking_uri)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        mlflow.start_run(experiment_id=experiment_key, run_name="research-report") as parent,
+        started_run(client, experiment_key, "research-report") as parent,
     ):
-        mlflow.log_params(loggable_params(run_params))
+        parent.params(loggable_params(run_params))
         for analysis in analyses:
-            with mlflow.start_run(experiment_id=experiment_key, run_name=analysis.key, nested=True) as child:
-                mlflow.set_tags({"analysis": analysis.key, "title": analysis.title})
-                mlflow.log_params(loggable_params(analysis.params))
-                mlflow.log_metrics(loggable_metrics(analysis.metrics))
+            with started_run(client, experiment_key, analysis.key, parent=parent) as child:
+                child.tags({"analysis": analysis.key, "title": analysis.title})
+                child.params(loggable_params(analysis.params))
+                child.metrics(loggable_metrics(analysis.metrics))
                 folder = Path(tmp) / analysis.key
                 write_files(analysis, folder)
-                mlflow.log_artifacts(str(folder))
-                runs[analysis.key] = child.info.run_id
-        return parent.info.run_id, runs
+                child.artifacts(folder)
+                runs[analysis.key] = child.run_id
+        return parent.run_id, runs
 
 
 def log_report(run_id: str, tracking_uri: str, path: Path) -> None:

@@ -1,1 +1,1 @@
-"""Data in: the contract, validation, the measurement store, the simulator and feature building."""
+"""Data in: the contract, validation, the measurement store and feature building."""

@@ -126,6 +126,7 @@ BACKGROUND_LABELS: dict[str, tuple[str, str]] = {
 KIND_LABELS: dict[str, tuple[str, str]] = {
     "history": ("Forløb og målinger indtil nu", "Course and measurements so far"),
     "caseworker": ("Sagsbehandler", "Caseworker"),
+    "pattern": ("Indsatsmønster de seneste 3 måneder", "Intervention pattern of the last 3 months"),
 }
 
 
@@ -135,3 +136,18 @@ def indicator(code: str) -> Indicator:
         if item.code == code:
             return item
     raise KeyError(f"unknown indicator code {code!r}")
+
+
+def factor_label(key: str, kind: str) -> tuple[str, str]:
+    """Danish and English label of an explanation factor (a feature's `belongs_to`, of `kind`).
+
+    The kind decides first: `job_market_knowledge` is both an indicator and an intervention code.
+    """
+    if kind == "indicator" and key in INDICATOR_CODES:
+        item = indicator(key)
+        return item.label_da, item.label_en
+    if key in GROUP_LABELS:
+        return GROUP_LABELS[key]
+    if key in BACKGROUND_LABELS:
+        return BACKGROUND_LABELS[key]
+    return KIND_LABELS.get(key, (key, key))

@@ -1,4 +1,4 @@
-"""The `bip` commands of the data stage: simulate, validate, ingest, export, features."""
+"""The `bip` commands of the data stage: validate, ingest, export, features (`bip simulate` is the simulator's)."""
 
 from __future__ import annotations
 
@@ -25,26 +25,6 @@ DaskOption = Annotated[
 PartitionOption = Annotated[
     int, typer.Option(min=1, help="With --dask: citizens per partition (a citizen's history is never split).")
 ]
-
-
-def simulate(
-    out: Annotated[Path, typer.Option(help="Folder to write the dataset to (created).")],
-    citizens: Annotated[int, typer.Option(help="Number of citizens to simulate.")] = 4000,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same dataset.")] = 2013,
-    format: Annotated[str, typer.Option("--format", help="Table format: csv or parquet.")] = "csv",
-    config: Annotated[
-        Path | None, typer.Option(help="Scenario YAML overriding the default planted parameters.")
-    ] = None,
-    extracts: Annotated[
-        bool, typer.Option(help="Write consecutive quarterly extracts (OUT/extract_DATE/) as exports would arrive.")
-    ] = False,
-) -> None:
-    """Simulate a BIP-like dataset in the data contract, with the true probabilities beside it."""
-    from features.simulator import load_scenario, simulate_to_folder
-
-    scenario = load_scenario(config)
-    summary = simulate_to_folder(out, scenario, citizens=citizens, seed=seed, fmt=format, extracts=extracts)
-    typer.echo(summary)
 
 
 def validate(data: Annotated[Path, typer.Argument(help="Dataset folder to check.")]) -> None:
@@ -135,4 +115,4 @@ def store_url() -> str:
     return settings.store_url
 
 
-COMMANDS = [simulate, validate, ingest, export, features]
+COMMANDS = [validate, ingest, export, features]

@@ -36,6 +36,7 @@ from features.catalogue import (
     GROUPS,
     INTERVENTION_GROUP,
     INTERVENTIONS,
+    KIND_LABELS,
     ORIGINS,
     PATTERN_LABELS,
     PATTERNS,
@@ -154,7 +155,7 @@ _OTHER_LABELS = {
     "days_since_enrolment": ("Dage siden indskrivning", "Days since enrolment"),
     "days_since_prev": ("Dage siden forrige måling", "Days since the previous measurement"),
     DAYS_SINCE_JOB: ("Dage siden seneste jobrettede indsats", "Days since the last job-oriented intervention"),
-    PATTERN_COLUMN: ("Indsatsmønster de seneste 3 måneder", "Intervention pattern of the last 3 months"),
+    PATTERN_COLUMN: KIND_LABELS["pattern"],
     "caseworker_job_orientation": ("Sagsbehandlerens jobfokus", "Caseworker's job orientation"),
     "caseworker_changed": (
         "Ny sagsbehandler siden forrige måling",

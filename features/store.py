@@ -10,8 +10,9 @@ transaction. The store never deletes contract rows, because an export may be par
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,7 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
 )
 
 from bip.errors import UserError
@@ -58,8 +60,17 @@ INGEST_CACHE_KIB = 256 * 1024
 IN_LIST_SIZE = 5_000
 """Citizen ids per `IN (...)` list, well below SQLite's and PostgreSQL's bound-parameter limits."""
 
-ASSESSMENTS: tuple[str, ...] = ("agree", "higher", "lower")
-"""A caseworker's judgement of the probability shown: agrees, or thinks the chance is higher or lower."""
+INGEST_WAIT_SECONDS = 120.0
+"""How long an ingest waits for another one to finish before it gives up (IngestRunning)."""
+
+INGEST_LOCK_KEY = 0x6269705F696E67  # "bip_ing"
+"""The PostgreSQL advisory lock key of the store-wide ingest lock."""
+
+_INGEST_RUNNING = (
+    "another ingest is running on this store and did not finish within {:.0f} s; nothing was stored. "
+    "Run this ingest again when it has finished."
+)
+"""Citizen ids per `IN (...)` list, well below SQLite's and PostgreSQL's bound-parameter limits."""
 
 PARENTS: dict[str, dict[str, str]] = {
     "measurements": {"citizen_id": "citizens", "caseworker_id": "caseworkers"},
@@ -144,17 +155,6 @@ def _schema() -> MetaData:
         Column("added", JSON, nullable=False),
         Column("updated", JSON, nullable=False),
     )
-    Table(
-        "caseworker_assessments",
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("citizen_id", ID_TYPE, nullable=False, index=True),
-        Column("recorded_at", DateTime(timezone=True), nullable=False),
-        Column("probability_shown", Float, nullable=False),
-        Column("model_version", String, nullable=False),
-        Column("assessment", String, nullable=False),
-        Column("reason", Text),
-    )
     return metadata
 
 
@@ -185,13 +185,16 @@ def _engine(url: str) -> Engine:
 
 
 @contextmanager
-def _write_transaction(url: str, bulk: bool = False) -> Iterator[Connection]:
-    """A connection in a write transaction that commits on success and rolls back on any error."""
+def _write_transaction(url: str, bulk: bool = False, busy_seconds: float | None = None) -> Iterator[Connection]:
+    """A connection in a write transaction that commits on success and rolls back on any error; on
+    SQLite with `busy_seconds`, in WAL mode, waiting that long for another writer."""
     with _engine(url).connect() as conn:
         conn.execution_options(bip_write=True)
         # For bulk writes to SQLite a large page cache, then back to the default for the pooled
         # connection; set on the driver's connection, outside any transaction.
         pragma = conn.connection.driver_connection.execute if bulk and conn.dialect.name == "sqlite" else None
+        if busy_seconds is not None and conn.dialect.name == "sqlite":
+            _sqlite_ingest_pragmas(conn, busy_seconds)
         if pragma:
             pragma(f"PRAGMA cache_size = -{INGEST_CACHE_KIB}")
         try:
@@ -200,6 +203,16 @@ def _write_transaction(url: str, bulk: bool = False) -> Iterator[Connection]:
         finally:
             if pragma:
                 pragma("PRAGMA cache_size = -2000")
+
+
+def engine(url: str) -> Engine:
+    """The shared engine of a store URL, for the serving stage's own tables (accounts, audit)."""
+    return _engine(url)
+
+
+def write_transaction(url: str) -> AbstractContextManager[Connection]:
+    """A write transaction on the store (SQLite: the write lock is taken up front), for the serving stage."""
+    return _write_transaction(url)
 
 
 # --- converting between frames and rows -----------------------------------------------------------
@@ -447,16 +460,49 @@ def _record_ingest(conn: Connection, source: str | None, added: dict, updated: d
     return conn.execute(ingests.insert().values(row).returning(ingests.c.id)).scalar_one()
 
 
-def ingest(dataset: Dataset, url: str, source: str | None = None) -> IngestSummary:
+class IngestRunning(UserError):
+    """Another ingest holds the store's ingest lock for longer than this one would wait."""
+
+
+def _sqlite_ingest_pragmas(conn: Connection, wait_seconds: float) -> None:
+    """WAL (readers, such as the service, go on reading while an ingest writes; it persists in the file)
+    and a busy timeout of `wait_seconds`, so a second ingest waits for the first instead of failing at once."""
+    driver = conn.connection.driver_connection
+    driver.execute(f"PRAGMA busy_timeout = {int(wait_seconds * 1000)}")
+    driver.execute("PRAGMA journal_mode = WAL")
+
+
+def _postgres_ingest_lock(conn: Connection, wait_seconds: float) -> None:
+    """The store-wide ingest lock on PostgreSQL: a transaction-level advisory lock, taken before the
+    first read, so the plan is made from what the previous ingest committed; freed at commit or rollback
+    (or when a dead client's connection closes)."""
+    deadline = time.monotonic() + wait_seconds
+    while not conn.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": INGEST_LOCK_KEY}).scalar():
+        if time.monotonic() >= deadline:
+            raise IngestRunning(_INGEST_RUNNING.format(wait_seconds))
+        time.sleep(0.2)
+
+
+def _locked_by_another_writer(error: exc.OperationalError) -> bool:
+    return "database is locked" in str(error.orig) or "database is busy" in str(error.orig)
+
+
+def ingest(
+    dataset: Dataset, url: str, source: str | None = None, wait_seconds: float = INGEST_WAIT_SECONDS
+) -> IngestSummary:
     """Add the dataset's new rows to the store and update its changed rows, in one transaction.
 
     Rows are matched by natural key; unchanged rows are neither written nor counted, so ingesting
     the same export twice changes nothing. Any error (a reference to a citizen or caseworker that is
     neither in the dataset nor in the store, a repeated key, a database failure) rolls everything back.
+    One ingest writes at a time, store-wide: a second one waits up to `wait_seconds` for the first to
+    commit and then plans from what it wrote, or raises IngestRunning.
     """
     frames = {name: _as_canonical(name, dataset.table(name)) for name in TABLES}
     try:
-        with _write_transaction(url, bulk=True) as conn:
+        with _write_transaction(url, bulk=True, busy_seconds=wait_seconds) as conn:
+            if conn.dialect.name == "postgresql":
+                _postgres_ingest_lock(conn, wait_seconds)
             SCHEMA.create_all(conn)
             plans = {name: _plan(conn, name, frames[name]) for name in TABLES}
             _check_references(conn, plans, frames)
@@ -469,6 +515,10 @@ def ingest(dataset: Dataset, url: str, source: str | None = None) -> IngestSumma
             ingest_id = _record_ingest(conn, source, added, updated)
     except exc.IntegrityError as error:
         raise StoreError(f"The dataset conflicts with the store; nothing was stored. {error.orig}") from error
+    except exc.OperationalError as error:
+        if url.startswith("sqlite") and _locked_by_another_writer(error):
+            raise IngestRunning(_INGEST_RUNNING.format(wait_seconds)) from error
+        raise
     return IngestSummary(added=added, updated=updated, ingest_id=ingest_id)
 
 
@@ -570,23 +620,42 @@ def _in_range(column: Column, first: str | None, stop: str | None) -> list[Any]:
 
 
 def _successor(prefix: str) -> str | None:
-    """The smallest string greater than every string that starts with `prefix` (None: no bound)."""
+    """The smallest string greater than every string that starts with `prefix` (None: no bound).
+
+    Surrogate code points (U+D800-U+DFFF) are skipped: they are not characters and no driver can send one.
+    """
     while prefix and prefix[-1] == chr(0x10FFFF):
         prefix = prefix[:-1]
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
+    if not prefix:
+        return None
+    following = ord(prefix[-1]) + 1
+    return prefix[:-1] + chr(0xE000 if 0xD800 <= following <= 0xDFFF else following)
 
 
-def citizen_ids(url: str, prefix: str = "", limit: int = 20) -> list[str]:
-    """Up to `limit` stored citizen ids that start with `prefix` (case-sensitive), in order: a search box."""
-    key = SCHEMA.tables["citizens"].c.citizen_id
+def citizen_ids(url: str, prefix: str = "", limit: int = 20, jobcentres: Iterable[str] | None = None) -> list[str]:
+    """Up to `limit` stored citizen ids that start with `prefix` (case-sensitive), in order, of the given
+    job centres only (None: every job centre): a search box."""
+    citizens = SCHEMA.tables["citizens"]
+    key = citizens.c.citizen_id
     # A key range rather than LIKE: it uses the primary-key index on both backends and needs no escaping.
     stmt = select(key).where(key >= prefix).order_by(key).limit(limit)
     if (upper := _successor(prefix)) is not None:
         stmt = stmt.where(key < upper)
+    if jobcentres is not None:
+        stmt = stmt.where(citizens.c.jobcentre.in_(sorted(jobcentres)))
     with _engine(url).connect() as conn:
         if not _schema_exists(conn):
             return []
         return list(conn.execute(stmt).scalars())
+
+
+def jobcentres(url: str) -> list[str]:
+    """The job centres of the stored citizens, in order."""
+    column = SCHEMA.tables["citizens"].c.jobcentre
+    with _engine(url).connect() as conn:
+        if not _schema_exists(conn):
+            return []
+        return list(conn.execute(select(column).distinct().order_by(column)).scalars())
 
 
 def ingests(url: str) -> list[dict[str, Any]]:
@@ -596,15 +665,31 @@ def ingests(url: str) -> list[dict[str, Any]]:
         if not inspect(conn).has_table("ingests"):
             return []
         rows = conn.execute(select(table).order_by(table.c.id)).mappings().all()
-    return [{**row, "ingested_at": _as_utc(row["ingested_at"])} for row in rows]
+    return [{**row, "ingested_at": as_utc(row["ingested_at"])} for row in rows]
 
 
-# --- caseworker assessments ------------------------------------------------------------------------
+# --- time --------------------------------------------------------------------------------------------
 
 
-def _as_utc(moment: datetime) -> datetime:
-    # SQLite keeps no time zone; every stored moment is UTC.
+def as_utc(moment: datetime) -> datetime:
+    """A stored moment as an aware UTC datetime (SQLite keeps no time zone; every stored moment is UTC)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# --- TEMPORARY (lead): the page still calls these until it moves to serving.audit ------------------
+ASSESSMENTS: tuple[str, ...] = ("agree", "higher", "lower")
+_as_utc = as_utc
+_ASSESSMENT_TABLE = Table(
+    "caseworker_assessments",
+    MetaData(),
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("citizen_id", ID_TYPE, nullable=False, index=True),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("probability_shown", Float, nullable=False),
+    Column("model_version", String, nullable=False),
+    Column("assessment", String, nullable=False),
+    Column("reason", Text),
+)
 
 
 def record_assessment(
@@ -622,7 +707,7 @@ def record_assessment(
         raise UserError(f"assessment must be one of {', '.join(ASSESSMENTS)}, not {assessment!r}.")
     if not 0.0 <= probability_shown <= 1.0:
         raise UserError(f"probability_shown must lie in [0, 1], not {probability_shown}.")
-    table = SCHEMA.tables["caseworker_assessments"]
+    table = _ASSESSMENT_TABLE
     row = {
         "citizen_id": citizen_id,
         "recorded_at": _as_utc(recorded_at or datetime.now(UTC)),
@@ -632,13 +717,13 @@ def record_assessment(
         "reason": reason,
     }
     with _write_transaction(url) as conn:
-        SCHEMA.create_all(conn, tables=[table])
+        table.create(conn, checkfirst=True)
         return conn.execute(table.insert().values(row).returning(table.c.id)).scalar_one()
 
 
 def assessments(url: str, citizen_id: str) -> list[dict[str, Any]]:
     """The caseworker assessments recorded for a citizen, oldest first."""
-    table = SCHEMA.tables["caseworker_assessments"]
+    table = _ASSESSMENT_TABLE
     stmt = select(table).where(table.c.citizen_id == citizen_id).order_by(table.c.recorded_at, table.c.id)
     with _engine(url).connect() as conn:
         if not inspect(conn).has_table("caseworker_assessments"):

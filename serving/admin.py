@@ -1,23 +1,23 @@
 """The administrators' HTTP endpoints: start a retrain, follow it, promote a version by hand.
 
-Off unless a token is configured (BIP_ADMIN_TOKEN, or a file named by BIP_ADMIN_TOKEN_FILE): then every
-route answers 404, as if it did not exist. With a token, a request must carry `Authorization: Bearer
-<token>` (401 without, 403 with a wrong one). Nothing on the caseworker page links here or carries the
-token, so a caseworker's request cannot reach it.
+For users with the `admin` role only (`serving.access.RULES`: 401 without credentials, 403 for any
+other role; checked again here). Each action is audited with who did it. Bodies are capped at a few
+KiB before they are read (`serving.service.BODY_LIMITS`), and only after the caller is known.
 
     POST /admin/retrain   {"dry_run": false}        202: {"job": ID, ...}; runs `bip retrain` in the background
     GET  /admin/jobs/ID                              the job's status, exit code, outcome and log tail
     POST /admin/promote   {"version": N, "reason"}  moves the champion alias (as `bip promote`)
 
-A retrain job is a `bip retrain` process with the service's own environment: it takes the retrain lock
-itself, so a second one is refused (the job's status says so) and a killed one changes nothing. Its
-files (log, outcome JSON, exit code) are under BIP_HOME/admin/jobs/ID, so any server worker can answer
-for any job.
+A retrain job is a `bip retrain` process with the service's own environment, never a thread of the
+server's worker: training competes with nothing that serves. It takes the retrain lease itself, so a
+second one (from any replica or a scheduled job) is refused and a killed one changes nothing. Its
+files (log, outcome JSON, exit code) are under BIP_HOME/admin/jobs/ID, so any worker of this replica can
+answer for any job; its status is one of JOB_STATES. In production a scheduler runs `bip retrain`
+(docs/deploy.md), and this endpoint is for a retrain between schedules.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import subprocess
@@ -29,14 +29,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from bip.errors import UserError
 from bip.settings import Settings, load_settings
+from serving.access import principal_of
+from serving.accounts import Role
 
-JOB_STATES = {0: "succeeded", 1: "rejected", 2: "refused"}
+JOB_STATES: tuple[str, ...] = ("running", "promoted", "kept", "failed", "lost")
+"""A retrain job's states, one meaning each: still running; ended and moved the champion alias; ended
+and kept the champion (a gate failed, a dry run, or the champion moved meanwhile); ended with a usage or
+data error (exit 2, e.g. the retrain lock was held) or crashed (exit 3); ended unseen (its server
+stopped first)."""
 LOG_TAIL_CHARS = 4000
 
 
@@ -94,6 +101,17 @@ def alive(folder: Path) -> bool:
     return True
 
 
+def job_state(exit_code: int | None, outcome: dict[str, Any] | None, running: bool) -> str:
+    """The state of a job from its exit code (None: not ended or not recorded), outcome and process."""
+    if exit_code is None:
+        return "running" if running else "lost"
+    if exit_code == 0 and outcome is not None and outcome.get("promoted"):
+        return "promoted"
+    if exit_code in (0, 1):  # 1: a gate failed, so the champion stays
+        return "kept"
+    return "failed"
+
+
 def job_status(settings: Settings, job: str) -> dict[str, Any]:
     """What a job's files say: running until its exit code is written."""
     folder = job_folder(settings, job)
@@ -102,44 +120,44 @@ def job_status(settings: Settings, job: str) -> dict[str, Any]:
     code_file, outcome_file, log_file = folder / "exit_code", folder / "outcome.json", folder / "log.txt"
     code = int(code_file.read_text()) if code_file.exists() else None
     log = log_file.read_text(encoding="utf-8", errors="replace") if log_file.exists() else ""
+    outcome = json.loads(outcome_file.read_text(encoding="utf-8")) if outcome_file.exists() else None
     return {
         "job": job,
         "request": json.loads((folder / "request.json").read_text(encoding="utf-8")),
-        "status": (("running" if alive(folder) else "lost") if code is None else JOB_STATES.get(code, "failed")),
+        "status": job_state(code, outcome, code is None and alive(folder)),
         "exit_code": code,
-        "outcome": json.loads(outcome_file.read_text(encoding="utf-8")) if outcome_file.exists() else None,
+        "outcome": outcome,
         "log_tail": log[-LOG_TAIL_CHARS:],
     }
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+def admin_settings(request: Request) -> Settings:
+    """The settings, for a request that `serving.access.AccessControl` let through as an admin. The
+    check is repeated here so that this app, mounted without the middleware, refuses everyone."""
+    principal = principal_of(request.scope)
+    if principal is None:
+        raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
+    if Role.admin not in principal.roles:
+        raise HTTPException(403, "your role does not give access to this route")
+    return request.app.state.settings()
 
 
-def admin_settings(request: Request, authorization: Annotated[str | None, Header()] = None) -> Settings:
-    """The settings, once the request has shown the admin token; 404 while no token is configured."""
-    current = request.app.state.settings()
-    secret = current.admin_secret
-    if not secret:
-        raise HTTPException(404, "Not Found")
-    given = bearer_token(authorization)
-    if given is None:
-        raise HTTPException(401, "admin token required", headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(given.encode(), secret.encode()):
-        raise HTTPException(403, "wrong admin token")
-    return current
+def admin_audit(request: Request, event: str, **detail: Any) -> None:
+    """An audit row of an admin action, with who did it."""
+    from serving.audit import AuditTrail, Event
+
+    settings = request.app.state.settings()
+    AuditTrail(settings.store_url).append([Event.by(principal_of(request.scope), event, detail=detail)])
 
 
 AdminSettings = Annotated[Settings, Depends(admin_settings)]
 
 
-def retrain(request: RetrainRequest, current: AdminSettings) -> dict[str, Any]:
+def retrain(body: RetrainRequest, request: Request, current: AdminSettings) -> dict[str, Any]:
     """Start `bip retrain` (202); follow it at the status URL."""
-    job = start_retrain(current, request.dry_run)
-    return {"job": job, "status": "running", "dry_run": request.dry_run, "status_url": f"/admin/jobs/{job}"}
+    job = start_retrain(current, body.dry_run)
+    admin_audit(request, "admin_retrain", job=job, dry_run=body.dry_run)
+    return {"job": job, "status": "running", "dry_run": body.dry_run, "status_url": f"/admin/jobs/{job}"}
 
 
 def job(job: str, current: AdminSettings) -> dict[str, Any]:
@@ -147,13 +165,14 @@ def job(job: str, current: AdminSettings) -> dict[str, Any]:
     return job_status(current, job)
 
 
-def promote(request: PromoteRequest, current: AdminSettings) -> Any:
+def promote(body: PromoteRequest, request: Request, current: AdminSettings) -> Any:
     """Move the champion alias to a registered version (409 while another promotion holds the lock)."""
     from training.lifecycle import promote as promote_version
     from training.locks import LockHeld
 
+    admin_audit(request, "admin_promote", version=body.version)
     try:
-        done = promote_version(current, request.version, request.reason)
+        done = promote_version(current, body.version, body.reason)
     except LockHeld as error:
         return JSONResponse({"error": str(error)}, status_code=409)
     except UserError as error:
@@ -161,10 +180,19 @@ def promote(request: PromoteRequest, current: AdminSettings) -> Any:
     return {"name": done.name, "from_version": done.from_version, "to_version": done.to_version}
 
 
+async def fields_only(_: Request, error: RequestValidationError) -> JSONResponse:
+    """422 naming each wrong field and its rule, never the value sent."""
+    detail = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in error.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 def create_admin_app(settings: Callable[[], Settings] = load_settings) -> FastAPI:
     """The admin endpoints as an app to mount at /admin; `settings` is called per request."""
     app = FastAPI(title="bip admin", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
+    app.exception_handler(RequestValidationError)(fields_only)
     app.post("/retrain", status_code=202, include_in_schema=False)(retrain)
     app.get("/jobs/{job}", include_in_schema=False)(job)
     app.post("/promote", include_in_schema=False)(promote)

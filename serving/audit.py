@@ -1,68 +1,278 @@
-"""The audit log: one JSON line per prediction, appended to `settings.audit_log_path`.
+"""The audit trail: an append-only table in the store of who looked at, scored or overrode what.
 
-A line holds when, which model (name and version), the pseudonymous citizen id, the dates the
-prediction is for, the probability and the three strongest factors — nothing else about the
-citizen (no birth year, no answers), so that the log adds no personal data to what the id points at.
+Every citizen page view, every prediction over the API, every caseworker assessment and every
+account or login event is one row: when, which event, who (the pseudonymous user id and role),
+which citizen (pseudonymous id), which model version and which probability was shown. Nothing else
+about the citizen: no birth year, no answers, and an assessment's free-text reason stays in the
+assessment table. The table refuses UPDATE and DELETE (a trigger on SQLite and PostgreSQL), so a
+row once written stays as written; several service replicas append to the same table.
 
-Lines are written with one `os.write` on a file opened with O_APPEND, under a lock: lines from
-threads of one process never interleave, and neither do those of several server workers (an
-append of one buffer is atomic on a local file system).
+An assessment and its audit row are written in one transaction. With `BIP_AUDIT_STDOUT=true` each
+row is also printed as a JSON line, for a log shipper feeding a secured audit store.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import threading
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from sqlalchemy import JSON, Column, DateTime, Float, Integer, MetaData, String, Table, Text, inspect, select
+from sqlalchemy.engine import Connection
+
+from bip.errors import UserError
+from features import store
+from serving.accounts import Principal
+
+ASSESSMENTS: tuple[str, ...] = ("agree", "higher", "lower")
 TOP_FACTORS = 3
 
 
-def audit_record(prediction: Mapping[str, Any], at: datetime) -> dict:
-    """The audit line of one prediction (a `schemas.Prediction` as a dict), as a dict."""
-    factors = prediction["explanation"]["factors"][:TOP_FACTORS]
-    return {
-        "time": at.isoformat(timespec="milliseconds"),
-        "model": prediction["model"]["name"],
-        "model_version": prediction["model"]["version"],
-        "citizen_id": prediction["citizen_id"],
-        "as_of": str(prediction["as_of"]),
-        "measured_on": str(prediction["measured_on"]),
-        "probability": round(prediction["probability"], 6),
-        "top_factors": [{"factor": f["key"], "contribution": round(f["contribution"], 4)} for f in factors],
-    }
+@dataclass(frozen=True)
+class Event:
+    """One audit row. `detail` holds event-specific fields without personal data (e.g. top factors)."""
+
+    event: str
+    user_id: str | None = None
+    role: str | None = None
+    citizen_id: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    probability: float | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def by(cls, principal: Principal | None, event: str, **values: Any) -> Event:
+        who = {"user_id": principal.user_id, "role": principal.role} if principal else {}
+        return cls(event, **who, **values)
 
 
-class AuditLog:
-    """Appends audit lines to `path` (folders created on first write); safe across threads."""
+def _schema() -> MetaData:
+    metadata = MetaData()
+    Table(
+        "audit_events",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("at", DateTime(timezone=True), nullable=False, index=True),
+        Column("event", String, nullable=False),
+        Column("user_id", store.ID_TYPE),
+        Column("role", String),
+        Column("citizen_id", store.ID_TYPE, index=True),
+        Column("model_name", String),
+        Column("model_version", String),
+        Column("probability", Float),
+        Column("detail", JSON, nullable=False),
+    )
+    Table(
+        "caseworker_assessments",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("citizen_id", store.ID_TYPE, nullable=False, index=True),
+        Column("recorded_at", DateTime(timezone=True), nullable=False),
+        Column("probability_shown", Float, nullable=False),
+        Column("model_version", String, nullable=False),
+        Column("assessment", String, nullable=False),
+        Column("reason", Text),
+        Column("user_id", store.ID_TYPE),
+        Column("role", String),
+        Column("view_id", Integer),
+    )
+    return metadata
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._fd: int | None = None
 
-    def record(self, predictions: Sequence[Mapping[str, Any]]) -> None:
-        """Append one line per prediction, all in one write."""
-        if not predictions:
-            return
+SCHEMA = _schema()
+EVENTS, ASSESSMENT_TABLE = SCHEMA.tables["audit_events"], SCHEMA.tables["caseworker_assessments"]
+_ADDED_COLUMNS = ("user_id", "role", "view_id")  # assessments stored before the audit table lack these
+
+_SQLITE_GUARDS = [
+    f"CREATE TRIGGER IF NOT EXISTS audit_events_no_{verb.lower()} BEFORE {verb} ON audit_events "
+    "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END"
+    for verb in ("UPDATE", "DELETE")
+]
+_POSTGRES_GUARDS = [
+    "CREATE OR REPLACE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'audit_events is append-only'; END $$",
+    "DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events",
+    "CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events "
+    "FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()",
+]
+
+
+def _ensure(conn: Connection) -> None:
+    """Create the tables and the append-only guard if missing; add the columns older stores lack."""
+    inspector = inspect(conn)
+    had_events = inspector.has_table("audit_events")
+    if inspector.has_table("caseworker_assessments"):
+        present = {c["name"] for c in inspector.get_columns("caseworker_assessments")}
+        for name in _ADDED_COLUMNS:
+            if name not in present:
+                column = ASSESSMENT_TABLE.c[name]
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE caseworker_assessments ADD COLUMN {name} {kind}")
+    SCHEMA.create_all(conn)
+    if not had_events:
+        for statement in _POSTGRES_GUARDS if conn.dialect.name == "postgresql" else _SQLITE_GUARDS:
+            conn.exec_driver_sql(statement)
+
+
+class AuditTrail:
+    """Appends audit events to the store at `url` (and, if asked, to stdout as JSON lines)."""
+
+    def __init__(self, url: str, stdout: bool = False) -> None:
+        self.url, self.stdout = url, stdout
+        self._ready = False
+
+    def _begin(self) -> Any:
+        return store.write_transaction(self.url)
+
+    def _prepare(self, conn: Connection) -> None:
+        if not self._ready:
+            _ensure(conn)
+            self._ready = True
+
+    def append(self, events: Sequence[Event]) -> list[int]:
+        """Write the events in one transaction; their row ids, in order."""
+        if not events:
+            return []
         at = datetime.now(UTC)
-        data = "".join(json.dumps(audit_record(p, at), ensure_ascii=False) + "\n" for p in predictions).encode()
-        with self._lock:
-            if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            view = memoryview(data)
-            while view:  # os.write may write less than asked for a very large batch
-                view = view[os.write(self._fd, view) :]
+        with self._begin() as conn:
+            self._prepare(conn)
+            ids = _insert(conn, events, at)
+        self._echo(events, ids, at)
+        return ids
 
-    __call__ = record
+    def record_assessment(self, principal: Principal, view_id: int, assessment: str, reason: str | None) -> int:
+        """Store a caseworker's assessment of the probability shown in view `view_id`, which must be
+        this principal's own view; the assessment and its audit row in one transaction. Its id."""
+        if assessment not in ASSESSMENTS:
+            raise UserError(f"assessment must be one of {', '.join(ASSESSMENTS)}.")
+        at = datetime.now(UTC)
+        with self._begin() as conn:
+            self._prepare(conn)
+            view = _view(conn, view_id)
+            if view is None or view["user_id"] != principal.user_id or view["event"] != "page_view":
+                raise UnknownView(view_id)
+            row = {
+                "citizen_id": view["citizen_id"],
+                "recorded_at": at,
+                "probability_shown": view["probability"],
+                "model_version": view["model_version"],
+                "assessment": assessment,
+                "reason": reason,
+                "user_id": principal.user_id,
+                "role": principal.role,
+                "view_id": view_id,
+            }
+            assessment_id = conn.execute(
+                ASSESSMENT_TABLE.insert().values(row).returning(ASSESSMENT_TABLE.c.id)
+            ).scalar_one()
+            event = Event.by(
+                principal,
+                "assessment",
+                citizen_id=view["citizen_id"],
+                model_name=view["model_name"],
+                model_version=view["model_version"],
+                probability=view["probability"],
+                detail={"assessment": assessment, "assessment_id": assessment_id, "view_id": view_id},
+            )
+            ids = _insert(conn, [event], at)
+        self._echo([event], ids, at)
+        return assessment_id, view["citizen_id"]
 
-    def close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+    def _echo(self, events: Sequence[Event], ids: Sequence[int], at: datetime) -> None:
+        if self.stdout:
+            lines = (json.dumps(as_record(e, i, at), ensure_ascii=False) for e, i in zip(events, ids, strict=True))
+            sys.stdout.write("".join(f"{line}\n" for line in lines))
+            sys.stdout.flush()
+
+
+class UnknownView(UserError):
+    """An assessment that does not answer a page view of the same user."""
+
+    def __init__(self, view_id: int) -> None:
+        super().__init__(f"view {view_id} is not a page view of yours")
+
+
+def _insert(conn: Connection, events: Sequence[Event], at: datetime) -> list[int]:
+    rows = [{**asdict(e), "detail": dict(e.detail), "at": at} for e in events]
+    stmt = EVENTS.insert().returning(EVENTS.c.id, sort_by_parameter_order=True)
+    return list(conn.execute(stmt, rows).scalars())
+
+
+def _view(conn: Connection, view_id: int) -> Mapping[str, Any] | None:
+    return conn.execute(select(EVENTS).where(EVENTS.c.id == view_id)).mappings().first()
+
+
+def as_record(event: Event, event_id: int, at: datetime) -> dict[str, Any]:
+    """An audit row as a JSON-able dict."""
+    record = {"id": event_id, "at": at.isoformat(timespec="milliseconds"), **asdict(event)}
+    record["detail"] = dict(event.detail)
+    return {k: v for k, v in record.items() if v is not None and v != {}}
+
+
+def prediction_event(principal: Principal | None, event: str, prediction: Mapping[str, Any]) -> Event:
+    """The audit event of one prediction (a `schemas.Prediction` as a dict): its top factors, no answers."""
+    factors = prediction["explanation"]["factors"][:TOP_FACTORS]
+    return Event.by(
+        principal,
+        event,
+        citizen_id=prediction["citizen_id"],
+        model_name=prediction["model"]["name"],
+        model_version=str(prediction["model"]["version"]),
+        probability=round(float(prediction["probability"]), 6),
+        detail={
+            "as_of": str(prediction["as_of"]),
+            "measured_on": str(prediction["measured_on"]),
+            "top_factors": [{"factor": f["key"], "contribution": round(f["contribution"], 4)} for f in factors],
+        },
+    )
+
+
+def _rows(conn: Connection, stmt: Any) -> Iterator[dict[str, Any]]:
+    for row in conn.execute(stmt).mappings():
+        yield {**row, "at": store.as_utc(row["at"])} if "at" in row else dict(row)
+
+
+def events(
+    url: str, since: datetime | None = None, citizen_id: str | None = None, event: str | None = None
+) -> list[dict[str, Any]]:
+    """Audit rows, oldest first, optionally from `since`, of one citizen, of one kind."""
+    stmt = select(EVENTS).order_by(EVENTS.c.id)
+    if since is not None:
+        stmt = stmt.where(EVENTS.c.at >= since)
+    if citizen_id is not None:
+        stmt = stmt.where(EVENTS.c.citizen_id == citizen_id)
+    if event is not None:
+        stmt = stmt.where(EVENTS.c.event == event)
+    with store.engine(url).connect() as conn:
+        if not inspect(conn).has_table("audit_events"):
+            return []
+        return list(_rows(conn, stmt))
+
+
+def count_since(url: str, event: str, user_id: str, since: datetime) -> int:
+    """How many `event` rows of `user_id` since `since` (e.g. failed logins, for the rate limit)."""
+    from sqlalchemy import func
+
+    stmt = select(func.count()).where(EVENTS.c.event == event, EVENTS.c.user_id == user_id, EVENTS.c.at >= since)
+    with store.engine(url).connect() as conn:
+        if not inspect(conn).has_table("audit_events"):
+            return 0
+        return int(conn.execute(stmt).scalar_one())
+
+
+def assessments(url: str, citizen_id: str) -> list[dict[str, Any]]:
+    """The caseworker assessments recorded for a citizen, oldest first, with who made them."""
+    stmt = (
+        select(ASSESSMENT_TABLE)
+        .where(ASSESSMENT_TABLE.c.citizen_id == citizen_id)
+        .order_by(ASSESSMENT_TABLE.c.recorded_at, ASSESSMENT_TABLE.c.id)
+    )
+    with store.engine(url).connect() as conn:
+        if not inspect(conn).has_table("caseworker_assessments"):
+            return []
+        rows = conn.execute(stmt).mappings().all()
+    return [{**row, "recorded_at": store.as_utc(row["recorded_at"])} for row in rows]

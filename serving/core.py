@@ -14,11 +14,11 @@ reference assignment: a request reads the reference once, so it is scored wholly
 Use (the service and the caseworker page):
     predictor = Predictor(load_settings()); predictor.start()       # or Predictor.of_model(model)
     history = history_from_dataset(features.store.load(url, [citizen_id]), citizen_id)
-    prediction = predictor.predict(history)                         # schemas.Prediction, audited
+    prediction = predictor.predict(history)                         # schemas.Prediction
     predictions = predictor.predict_many(histories)                 # one feature build, one model call
-    alternative = predictor.what_if(history, citizen={"self_efficacy": 4})   # not audited
+    moves, at_top = predictor.step_ups(history, prediction)         # each indicator a step up, one batch
     info = predictor.model_info()                                   # schemas.ModelInfo
-    score(predictor.loaded, histories)                              # the same, without the audit
+    score(predictor.loaded, histories)                              # the same, on a LoadedModel
     predictor.predict_records(histories)                            # dicts, for large JSON answers
 """
 
@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -39,17 +41,16 @@ from pydantic import TypeAdapter
 
 from features.build import build_features, column_positions, string_array
 from features.catalogue import (
-    BACKGROUND_LABELS,
     CASEWORKER_COLUMNS,
     CITIZEN_COLUMNS,
-    GROUP_LABELS,
     INDICATOR_CODES,
-    KIND_LABELS,
+    INDICATORS,
     SCORE_COLUMNS,
-    indicator,
+    SCORE_MAX,
+    factor_label,
 )
 from features.dataset import COLUMNS, Dataset
-from features.feature_catalogue import PATTERN_COLUMN, change_column, feature_catalogue
+from features.feature_catalogue import change_column
 from serving.schemas import (
     CitizenHistory,
     Explanation,
@@ -58,6 +59,7 @@ from serving.schemas import (
     ModelRef,
     Prediction,
 )
+from training.model import expit
 
 logger = logging.getLogger(__name__)
 
@@ -87,21 +89,6 @@ class Factors:
         kinds = [str(catalogue.loc[catalogue["belongs_to"].astype(str) == k, "kind"].iloc[0]) for k in keys]
         labels = [factor_label(k, kind) for k, kind in zip(keys, kinds, strict=True)]
         return cls(membership, keys, kinds, [da for da, _ in labels], [en for _, en in labels])
-
-
-def factor_label(key: str, kind: str) -> tuple[str, str]:
-    """Danish and English label of a factor (a `belongs_to` value), from the catalogues."""
-    if kind == "indicator" and key in INDICATOR_CODES:
-        item = indicator(key)
-        return item.label_da, item.label_en
-    if key in GROUP_LABELS:
-        return GROUP_LABELS[key]
-    if key == "pattern":
-        row = feature_catalogue([PATTERN_COLUMN]).iloc[0]
-        return str(row["label_da"]), str(row["label_en"])
-    if key in BACKGROUND_LABELS:
-        return BACKGROUND_LABELS[key]
-    return KIND_LABELS.get(key, (key, key))
 
 
 @dataclass(frozen=True)
@@ -349,7 +336,7 @@ def _explanations(
     model, factors = loaded.model, loaded.factors
     X = model.matrix(frame)[positions]
     log_odds = model.log_odds(X)
-    probability = 1.0 / (1.0 + np.exp(-log_odds))
+    probability = expit(log_odds)
     contributions = model.contributions(X)
     n_features = contributions.shape[1] - 1
     summed = contributions[:, :n_features] @ factors.membership
@@ -521,25 +508,84 @@ def _jsonable(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
+# What would move it: the batched what-if
+
+
+@dataclass(frozen=True)
+class StepUp:
+    """The chance had both latest answers to an indicator been one step higher."""
+
+    indicator: str
+    citizen: int | None  # the latest answers, before the step
+    caseworker: int | None
+    probability: float
+    change: float  # probability minus the current probability
+
+
+def stepped_up(history: CitizenHistory, code: str, variant_id: str) -> CitizenHistory:
+    """The history with both answers to `code` in the last round one step higher (capped at the top),
+    under another citizen id so that several variants can be scored in one batch."""
+    data = history.model_dump()
+    data["citizen"]["citizen_id"] = variant_id
+    last = max(data["measurements"], key=lambda m: m["measured_on"])
+    for side in ("citizen", "caseworker"):
+        if (answer := last[side].get(code)) is not None:
+            last[side][code] = min(SCORE_MAX, answer + 1)
+    return CitizenHistory.model_validate(data)
+
+
+def step_ups(loaded: LoadedModel, history: CitizenHistory, now: Prediction) -> tuple[list[StepUp], list[str]]:
+    """For each indicator the citizen answers and could still progress on, the chance one step up
+    (largest gain first), and the codes of those already at the top or unanswered.
+
+    All variants are scored in one batch (one feature build and one model call, not one per
+    indicator); not audited, as they are no citizen's answers.
+    """
+    last = max(history.measurements, key=lambda m: m.measured_on)
+    movable, at_top = [], []
+    for item in INDICATORS:
+        if not item.citizen_answers:
+            continue
+        answers = (getattr(last.citizen, item.code), getattr(last.caseworker, item.code))
+        present = [a for a in answers if a is not None]
+        (movable if present and min(present) < SCORE_MAX else at_top).append((item.code, answers))
+    variants = [stepped_up(history, code, f"what-if-{k}") for k, (code, _) in enumerate(movable)]
+    predictions = score(loaded, variants) if variants else []
+    rows = [
+        StepUp(code, answers[0], answers[1], p.probability, p.probability - now.probability)
+        for (code, answers), p in zip(movable, predictions, strict=True)
+    ]
+    rows.sort(key=lambda r: -r.change)
+    return rows, [code for code, _ in at_top]
+
+
+# ---------------------------------------------------------------------------------------------
 # The model holder
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@", re.IGNORECASE)
+
+
+def redacted(text: str) -> str:
+    """`text` with the user and password of every URL in it replaced by '***' (for logs and messages)."""
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", text)
 
 
 class Predictor:
     """Holds the champion model, swaps in a new version when the alias moves, scores histories.
 
-    `audit` (e.g. `serving.audit.AuditLog.record`) is called with the records (dicts in the shape of
-    `schemas.Prediction`) of every `predict` / `predict_many` / `predict_records`; `what_if`
-    predictions are not audited.
+    Auditing is the caller's: the service and the page know who asked (`serving.audit`).
     """
 
     def __init__(
         self,
         settings: Any,
-        audit: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
         loaded: LoadedModel | None = None,
+        on_check: Callable[[bool, str | None], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.audit = audit
+        self.on_check = on_check
+        self.checked_at: float | None = None  # when the registry last answered (Unix time)
         self._loaded: LoadedModel | None = loaded
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
@@ -547,9 +593,9 @@ class Predictor:
         self.last_error: str | None = None
 
     @classmethod
-    def of_model(cls, model: Any, name: str = "local", version: str = "0", audit: Any = None) -> Predictor:
+    def of_model(cls, model: Any, name: str = "local", version: str = "0") -> Predictor:
         """A Predictor around an in-memory model, without a registry (tests, benchmarks, notebooks)."""
-        return cls(settings=None, audit=audit, loaded=LoadedModel(model, name, version, alias="none"))
+        return cls(settings=None, loaded=LoadedModel(model, name, version, alias="none"))
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -557,17 +603,17 @@ class Predictor:
     def ready(self) -> bool:
         return self._loaded is not None
 
+    def current(self) -> LoadedModel | None:
+        """The model now, or None: read once per page, so one page is scored by one version."""
+        return self._loaded
+
     @property
     def loaded(self) -> LoadedModel:
         """The current model; ModelUnavailable (with the reason) when none is loaded."""
         loaded = self._loaded
         if loaded is None:
-            s = self.settings
-            where = f"{s.model_name}@{s.model_alias} in {s.tracking_uri}" if s is not None else "a model"
-            raise ModelUnavailable(
-                f"no model loaded yet: waiting for {where} (train and register one with `bip train`)"
-                + (f"; last error: {self.last_error}" if self.last_error else "")
-            )
+            # Said to any caller: no registry address (it may carry credentials) and no error text.
+            raise ModelUnavailable("no model loaded yet: the service is waiting for a champion model")
         return loaded
 
     def refresh(self) -> bool:
@@ -582,21 +628,27 @@ class Predictor:
         with self._refresh_lock:
             try:
                 version = champion_version(s.model_name, alias=s.model_alias, tracking_uri=s.tracking_uri)
+                self.checked_at = time.time()
                 current = self._loaded
                 if version is None:
                     self.last_error = f"no version of {s.model_name} has alias {s.model_alias!r}"
-                    return False
+                    return self._checked(True, False)
                 if current is not None and current.version == str(version):
-                    return False
+                    return self._checked(True, False)
                 model = load_model(f"models:/{s.model_name}/{version}")
                 self._loaded = LoadedModel(model, s.model_name, str(version), s.model_alias)
                 self.last_error = None
                 logger.info("serving %s version %s (%s)", s.model_name, version, s.model_alias)
-                return True
+                return self._checked(True, True)
             except Exception as error:  # a broken registry or artifact must not stop serving
-                self.last_error = f"{type(error).__name__}: {error}"
-                logger.exception("could not load %s@%s", s.model_name, s.model_alias)
-                return False
+                self.last_error = redacted(f"{type(error).__name__}: {error}")
+                logger.error("could not load %s@%s: %s", s.model_name, s.model_alias, self.last_error)
+                return self._checked(False, False)
+
+    def _checked(self, ok: bool, swapped: bool) -> bool:
+        if self.on_check is not None:
+            self.on_check(ok, self._loaded.version if self._loaded is not None else None)
+        return swapped
 
     def start(self, poll_seconds: float = 5.0) -> None:
         """Point MLflow at the settings' registry, load the champion now, and poll the alias every
@@ -633,28 +685,12 @@ class Predictor:
         return _PREDICTIONS.validate_python(self.predict_records(histories, feature_contributions))
 
     def predict_records(self, histories: Sequence[CitizenHistory], feature_contributions: bool = False) -> list[dict]:
-        """`predict_many` as plain dicts (see `score_records`); audited."""
-        records = score_records(self.loaded, histories, feature_contributions)
-        if self.audit is not None:
-            self.audit(records)
-        return records
+        """`predict_many` as plain dicts (see `score_records`)."""
+        return score_records(self.loaded, histories, feature_contributions)
 
-    def what_if(
-        self,
-        history: CitizenHistory,
-        citizen: Mapping[str, int | None] | None = None,
-        caseworker: Mapping[str, int | None] | None = None,
-        interventions: Sequence[Mapping[str, Any]] = (),
-    ) -> Prediction:
-        """The prediction had the last round's answers been different (`citizen` / `caseworker`:
-        indicator -> score) or had these intervention episodes been added. Not audited."""
-        data = history.model_dump()
-        last = max(range(len(data["measurements"])), key=lambda k: data["measurements"][k]["measured_on"])
-        data["measurements"][last]["citizen"].update(citizen or {})
-        data["measurements"][last]["caseworker"].update(caseworker or {})
-        data["interventions"] += [dict(e) for e in interventions]
-        changed = type(history).model_validate(data)
-        return score(self.loaded, [changed])[0]
+    def step_ups(self, history: CitizenHistory, now: Prediction) -> tuple[list[StepUp], list[str]]:
+        """`step_ups` with the current model: the chance one step up per indicator, in one batch."""
+        return step_ups(self.loaded, history, now)
 
     def model_info(self) -> ModelInfo:
         return model_info(self.loaded)

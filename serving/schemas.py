@@ -3,8 +3,10 @@
 A request holds one citizen's history: register background, measurement rounds (each with the
 citizen's and the caseworker's answers per indicator, 1-5), intervention episodes and, optionally,
 the caseworkers' job orientation. Everything a client can get wrong is checked here, so that the
-service answers 400 naming the field and never fails later on a client's mistake. The indicator
-and intervention codes come from `features.catalogue`; nothing is spelled out twice.
+service answers 400 naming the field and never fails later on a client's mistake. Codes, bounds,
+required fields, the date range and the CPR rule for ids come from the contract's declaration
+(`features.contract_declaration`), so that every citizen `bip validate` accepts is a valid request
+(tests/data/test_request_schema.py checks it); nothing is spelled out twice.
 
 Decisions where the contract is silent:
 - Answers are grouped per round as `citizen: {indicator: score}` and `caseworker: {indicator:
@@ -12,18 +14,22 @@ Decisions where the contract is silent:
   the error, and the OpenAPI schema lists the questions each side answers.
 - `as_of` defaults to the latest date in the history; anything dated after it is an error. The
   score is that of the last measurement: features are as of its date, as in training.
-- Two rounds on one day are refused (the change since the last round would be ambiguous).
+- Two rounds on one day are allowed, as in the contract: they are ordered by measurement_id, as in
+  the store (a round without one is `round-<n>`, n its position in the request).
 - A caseworker missing from `caseworkers` has an unknown job orientation, as an empty cell would.
-- Dates lie in 1990-2100 and ids are at most 64 characters; a history holds at most
-  MAX_MEASUREMENTS rounds and MAX_INTERVENTIONS episodes, a batch at most MAX_BATCH citizens.
+- Ids are any non-empty text, as in the contract (the body size caps their length); a history
+  holds at most MAX_MEASUREMENTS rounds and MAX_INTERVENTIONS episodes, a batch at most MAX_BATCH
+  citizens. These are request limits, not rules of the data.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -33,65 +39,81 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from features.catalogue import (
-    CIVIL_STATUSES,
-    EDUCATIONS,
-    GENDERS,
-    INDICATORS,
-    INTERVENTION_CODES,
-    ORIGINS,
-    SCORE_MAX,
-    SCORE_MIN,
-)
+from features.catalogue import INDICATORS
+from features.contract_declaration import CODES, CPR_LIKE, CPR_MESSAGE, DATES, RANGES
 
 MAX_MEASUREMENTS = 200
 MAX_INTERVENTIONS = 1000
 MAX_CASEWORKERS = 200
 MAX_BATCH = 5000
-FIRST_DATE, LAST_DATE = date(1990, 1, 1), date(2100, 12, 31)
+MAX_BATCH_MEASUREMENTS = 100_000
+FIRST_DATE, LAST_DATE = DATES
 KINDS = ("indicator", "intervention_group", "history", "caseworker", "background")
 
 
 # Strict: pydantic's own checks, in Rust, without lax coercion. In JSON a whole number must be a JSON
 # integer (not 3.0, "3" or true) and a date a "YYYY-MM-DD" string (a number would read as Unix time);
 # from Python, `int` and `datetime.date` objects.
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Id = Annotated[str, Field(min_length=1)]
 Day = Annotated[date, Field(strict=True, ge=FIRST_DATE, le=LAST_DATE)]
 WholeNumber = Annotated[int, Field(strict=True)]
-Score = Annotated[WholeNumber, Field(ge=SCORE_MIN, le=SCORE_MAX)]
-
-_FORBID = ConfigDict(extra="forbid")
 
 
-def _answers(name: str, codes: list[str], side: str) -> type[BaseModel]:
-    """A model with one optional 1-5 score per indicator code; any other key is an error."""
+def _bounds(table: str, column: str) -> dict[str, float]:
+    """The contract's inclusive bounds of a column as pydantic's `ge`/`le`."""
+    low, high = RANGES[table, column]
+    return {"ge": low} if high is None else {"ge": low, "le": high}
+
+
+def _codes(table: str, column: str) -> Any:
+    """The contract's codes of a column as a Literal type."""
+    return Literal[CODES[table, column]]  # type: ignore[valid-type]
+
+
+def _not_cpr_like(citizen_id: str) -> str:
+    if re.fullmatch(CPR_LIKE, citizen_id):
+        raise PydanticCustomError("cpr_like", "the citizen_id " + CPR_MESSAGE)
+    return citizen_id
+
+
+CitizenId = Annotated[Id, AfterValidator(_not_cpr_like)]
+
+_FORBID = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+
+def _answers(name: str, codes: list[str], side: str, prefix: str) -> type[BaseModel]:
+    """A model with one optional score per indicator code, bounded as the contract's `prefix + code`
+    column; any other key is an error."""
     labels = {i.code: i.label_en for i in INDICATORS}
-    fields: dict[str, Any] = {
-        code: (Score | None, Field(default=None, description=f"{labels[code]} ({side}), 1-5; leave out if unanswered"))
-        for code in codes
-    }
+    fields: dict[str, Any] = {}
+    for code in codes:
+        bounds = _bounds("measurements", prefix + code)
+        scale = f"{bounds['ge']}-{bounds['le']}"
+        score = Annotated[WholeNumber, Field(**bounds)]
+        description = f"{labels[code]} ({side}), {scale}; leave out if unanswered"
+        fields[code] = (score | None, Field(default=None, description=description))
     return create_model(name, __config__=_FORBID, __doc__=f"The {side}'s answers of one round.", **fields)
 
 
-CitizenAnswers = _answers("CitizenAnswers", [i.code for i in INDICATORS if i.citizen_answers], "citizen")
-CaseworkerAnswers = _answers("CaseworkerAnswers", [i.code for i in INDICATORS], "caseworker")
+CitizenAnswers = _answers("CitizenAnswers", [i.code for i in INDICATORS if i.citizen_answers], "citizen", "cit_")
+CaseworkerAnswers = _answers("CaseworkerAnswers", [i.code for i in INDICATORS], "caseworker", "cw_")
 
-InterventionCode = Literal[INTERVENTION_CODES]  # type: ignore[valid-type]
+InterventionCode = _codes("interventions", "intervention")
 
 
 class Citizen(BaseModel):
     """Register background of the citizen (table `citizens` of the contract)."""
 
     model_config = _FORBID
-    citizen_id: Id = Field(description="Pseudonymous id; never a personal identification number (CPR).")
-    jobcentre: Annotated[str, Field(min_length=1, max_length=64)]
-    birth_year: Annotated[WholeNumber, Field(ge=1935, le=2010)]
-    gender: Literal[GENDERS]  # type: ignore[valid-type]
-    origin: Literal[ORIGINS]  # type: ignore[valid-type]
-    civil_status: Literal[CIVIL_STATUSES]  # type: ignore[valid-type]
-    children: Annotated[WholeNumber, Field(ge=0, le=30)]
-    education: Literal[EDUCATIONS]  # type: ignore[valid-type]
-    benefit_share_5y: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = Field(
+    citizen_id: CitizenId = Field(description="Pseudonymous id; never a personal identification number (CPR).")
+    jobcentre: Id
+    birth_year: Annotated[WholeNumber, Field(**_bounds("citizens", "birth_year"))]
+    gender: _codes("citizens", "gender")
+    origin: _codes("citizens", "origin")
+    civil_status: _codes("citizens", "civil_status")
+    children: Annotated[WholeNumber, Field(**_bounds("citizens", "children"))]
+    education: _codes("citizens", "education")
+    benefit_share_5y: Annotated[float, Field(**_bounds("citizens", "benefit_share_5y"), allow_inf_nan=False)] = Field(
         description="Share of the previous 5 years on public income support, 0-1."
     )
     enrolled_on: Day
@@ -123,7 +145,9 @@ class Caseworker(BaseModel):
 
     model_config = _FORBID
     caseworker_id: Id
-    job_orientation: Annotated[float, Field(ge=1, le=5, allow_inf_nan=False)] | None = None
+    job_orientation: (
+        Annotated[float, Field(**_bounds("caseworkers", "job_orientation"), allow_inf_nan=False)] | None
+    ) = None
 
 
 Problem = tuple[tuple[str | int, ...], str]  # (location in the body, message)
@@ -158,7 +182,8 @@ class CitizenHistory(BaseModel):
 
     model_config = _FORBID
     citizen: Citizen
-    measurements: list[Measurement] = Field(min_length=1, max_length=MAX_MEASUREMENTS)
+    # MAX_MEASUREMENTS is a request limit checked by the service (422), not a rule of the data.
+    measurements: list[Measurement] = Field(min_length=1)
     interventions: list[Intervention] = Field(default_factory=list, max_length=MAX_INTERVENTIONS)
     caseworkers: list[Caseworker] = Field(default_factory=list, max_length=MAX_CASEWORKERS)
     as_of: Day | None = Field(
@@ -167,7 +192,7 @@ class CitizenHistory(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> CitizenHistory:
-        """Rules across fields: dates in order, nothing after as_of, no repeated round or episode."""
+        """Rules across fields: dates in order, nothing after as_of, no repeated round id or episode."""
         m, e = self.measurements, self.interventions
         enrolled = self.citizen.enrolled_on
         problems = [
@@ -191,7 +216,6 @@ class CitizenHistory(BaseModel):
                 for k, x in enumerate(e)
                 if x.started_on > self.as_of
             ]
-        problems += _repeats([x.measured_on for x in m], "measured_on", ("measurements",))
         problems += _repeats([x.measurement_id for x in m], "measurement_id", ("measurements",))
         problems += _repeats([(x.intervention, x.started_on) for x in e], "started_on", ("interventions",))
         problems += _repeats([x.caseworker_id for x in self.caseworkers], "caseworker_id", ("caseworkers",))
@@ -245,14 +269,16 @@ EXAMPLE_HISTORY: dict[str, Any] = {
 class PredictRequest(CitizenHistory):
     """One citizen's history; `feature_contributions` adds the contribution of every feature."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": EXAMPLE_HISTORY})
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, json_schema_extra={"example": EXAMPLE_HISTORY})
     feature_contributions: bool = Field(default=False, description="Also return each feature's contribution.")
 
 
 class BatchRequest(BaseModel):
     """Many citizens' histories, scored together (one feature build, one model call)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"citizens": [EXAMPLE_HISTORY]}})
+    model_config = ConfigDict(
+        extra="forbid", hide_input_in_errors=True, json_schema_extra={"example": {"citizens": [EXAMPLE_HISTORY]}}
+    )
     citizens: list[CitizenHistory] = Field(min_length=1, max_length=MAX_BATCH)
 
     @model_validator(mode="after")
@@ -407,3 +433,8 @@ class ModelInfo(BaseModel):
     training_fingerprint: dict[str, Any]
     metrics: dict[str, Any]
     features: list[FeatureEntry]
+    registry_checked_seconds_ago: float | None = Field(
+        default=None,
+        description="Seconds since the registry last answered the service's look for the champion: large "
+        "while the registry is down (the loaded version keeps serving).",
+    )

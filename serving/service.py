@@ -3,12 +3,14 @@
 Thin by design: it loads the champion model into a `serving.core.Predictor`, lets pydantic
 (`serving.schemas`) validate the body, and calls the same `core` functions as the caseworker page.
 
-Endpoints: POST /predict, POST /predict_batch, GET /model, and the caseworker page under
-/caseworker (serving/page.py, same Predictor); the admin endpoints under /admin (serving/admin.py,
-off unless BIP_ADMIN_TOKEN or BIP_ADMIN_TOKEN_FILE is set); BentoML adds /livez, /readyz (not ready
-until a model is loaded), /metrics and the OpenAPI document at /docs.json. Client mistakes answer
-4xx: 400 with pydantic's `detail` (each error's `loc` names the field), 413 for a body over the
-limit, 415 for a body that is not JSON; 503 while no model is loaded.
+Endpoints: POST /predict, POST /predict_batch, GET /model, GET /metrics, the caseworker page under
+/caseworker (serving/page, same Predictor) and the admin endpoints under /admin (serving/admin.py);
+BentoML adds /livez, /readyz (not ready until a model is loaded) and the OpenAPI document at
+/docs.json. Who may call what is `serving.access.RULES`, enforced by one middleware before anything
+else runs. Client mistakes answer 4xx: 400 with pydantic's `detail` (each error's `loc` names the
+field; input values are never echoed), 413 for a body over the limit, 415 for a body that is not
+JSON, 422 for a history over MAX_MEASUREMENTS rounds; 503 while no model is loaded. Every prediction
+is audited with who asked (`serving.audit`).
 
 Environment (read when the service starts, never at import): the settings of `bip.settings`
 (MLFLOW_TRACKING_URI, BIP_HOME, ...) and BIP_MODEL_POLL_SECONDS (default 5; 0 = never look for a
@@ -23,19 +25,38 @@ from typing import Any
 
 import bentoml
 import pydantic_core
-from fastapi import FastAPI
+from bentoml.exceptions import UnprocessableEntity
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from bip.settings import load_settings
+from serving.access import AccessControl, Authenticator, Sessions, principal_of, session_key
+from serving.accounts import Directory
 from serving.admin import create_admin_app
-from serving.audit import AuditLog
+from serving.audit import AuditTrail, prediction_event
 from serving.core import ModelUnavailable, Predictor, gc_paused
+from serving.health import Health, Readiness, health
+from serving.metrics import ServiceMetrics, exposition
 from serving.page import PAGE_PATH, create_app
-from serving.schemas import BatchPrediction, BatchRequest, ModelInfo, Prediction, PredictRequest
+from serving.schemas import (
+    MAX_BATCH_MEASUREMENTS,
+    MAX_MEASUREMENTS,
+    BatchPrediction,
+    BatchRequest,
+    CitizenHistory,
+    ModelInfo,
+    Prediction,
+    PredictRequest,
+)
 
-MiB = 1024 * 1024
-BODY_LIMITS: dict[str, int] = {"/predict": 1 * MiB, "/predict_batch": 64 * MiB}
+KiB, MiB = 1024, 1024 * 1024
+BODY_LIMITS: dict[str, int] = {
+    "/predict": 1 * MiB,
+    "/predict_batch": 64 * MiB,
+    "/admin/retrain": 4 * KiB,
+    "/admin/promote": 4 * KiB,
+}
 POLL_SECONDS = 5.0
 
 Scope = dict[str, Any]
@@ -111,52 +132,95 @@ def unavailable(error: ModelUnavailable) -> Response:
     return JSONResponse({"error": str(error)}, status_code=503)
 
 
-def current_predictor() -> Predictor:
-    """The running service's Predictor, for the caseworker page (looked up per request)."""
-    return bentoml.get_current_service().predictor
+def current_service() -> JobChance:
+    """The running service (looked up per request, so the mounted apps can be built at import time)."""
+    return bentoml.get_current_service()
+
+
+def current_authenticator() -> Authenticator:
+    return current_service().authenticator
+
+
+def history_limits(histories: list[CitizenHistory]) -> None:
+    """422 naming the field when a history or a batch holds more rounds than the service scores at once."""
+    for i, history in enumerate(histories):
+        if len(history.measurements) > MAX_MEASUREMENTS:
+            where = f"citizens[{i}].measurements" if len(histories) > 1 else "measurements"
+            raise UnprocessableEntity(f"{where}: at most {MAX_MEASUREMENTS} rounds per citizen")
+    if sum(len(h.measurements) for h in histories) > MAX_BATCH_MEASUREMENTS:
+        raise UnprocessableEntity(f"citizens: at most {MAX_BATCH_MEASUREMENTS} rounds in one batch")
 
 
 extra = FastAPI(title="bip job chance: model information", docs_url=None, redoc_url=None, openapi_url=None)
 
 
-@bentoml.service(name="JobChance", traffic={"timeout": 60}, threads=4)
+@bentoml.service(
+    name="JobChance",
+    traffic={"timeout": 60},
+    threads=4,
+    # BentoML's HTTP metrics and access log name raw paths (citizen ids): serving.access does both.
+    metrics={"enabled": False},
+    logging={"access": {"enabled": False}},
+)
 @bentoml.asgi_app(create_admin_app(), path="/admin", name="admin")
-@bentoml.asgi_app(create_app(current_predictor), path=PAGE_PATH, name="caseworker-page")
+@bentoml.asgi_app(create_app(lambda: current_service().page_context()), path=PAGE_PATH, name="caseworker-page")
 @bentoml.asgi_app(extra, path="/", name="model-info")
 class JobChance:
     """The chance that a citizen on social assistance enters a job or education within 12 months,
     with the reasons (factors) behind it, from the quarterly progression measurements."""
 
     def __init__(self) -> None:
+        os.umask(0o077)  # everything the service writes (store, secrets, job files) is private
         settings = load_settings()
-        self.audit = AuditLog(settings.audit_log_path)
-        self.predictor = Predictor(settings, audit=self.audit)
-        self.predictor.start(poll_seconds=float(os.environ.get("BIP_MODEL_POLL_SECONDS", POLL_SECONDS)))
+        self.settings = settings
+        self.metrics = ServiceMetrics()
+        self.audit = AuditTrail(settings.store_url, stdout=settings.audit_stdout)
+        directory = Directory(settings.store_url) if settings.auth != "off" else None
+        sessions = Sessions(session_key(settings), int(settings.session_hours * 3600), settings.cookie_secure)
+        self.sessions = sessions
+        self.authenticator = Authenticator(settings, directory, sessions)
+        self.predictor = Predictor(settings, on_check=self.metrics.model_checked)
+        self.poll_seconds = float(os.environ.get("BIP_MODEL_POLL_SECONDS", POLL_SECONDS))
+        self.predictor.start(poll_seconds=self.poll_seconds)
 
     def __is_ready__(self) -> bool:
         return self.predictor.ready
 
+    def page_context(self) -> Any:
+        from serving.page import PageContext
+
+        return PageContext(self.predictor, self.settings, self.audit, self.sessions, self.metrics)
+
     @bentoml.on_shutdown
     def close(self) -> None:
         self.predictor.stop()
-        self.audit.close()
+
+    def _audited(self, ctx: bentoml.Context, event: str, records: list[dict]) -> None:
+        principal = principal_of(ctx.request.scope)
+        self.audit.append([prediction_event(principal, event, r) for r in records])
+        self.metrics.predicted(records[0]["model"]["version"], event, len(records))
 
     @bentoml.api(route="/predict")
-    def predict(self, history: PredictRequest, /) -> Prediction:
+    def predict(self, history: PredictRequest, /, ctx: bentoml.Context) -> Prediction:
         """The calibrated probability of a job or education within 12 months for one citizen's
         history, with the factors behind it on the log-odds scale (largest first)."""
+        history_limits([history])
         try:
-            return self.predictor.predict(history, history.feature_contributions)
+            records = self.predictor.predict_records([history], history.feature_contributions)
         except ModelUnavailable as error:
             return unavailable(error)  # type: ignore[return-value]
+        self._audited(ctx, "api_predict", records)
+        return Prediction.model_validate(records[0])
 
     @bentoml.api(route="/predict_batch")
-    def predict_batch(self, batch: BatchRequest, /) -> BatchPrediction:
+    def predict_batch(self, batch: BatchRequest, /, ctx: bentoml.Context) -> BatchPrediction:
         """`/predict` for many citizens at once, in the order given (one model call)."""
+        history_limits(batch.citizens)
         try:
             records = self.predictor.predict_records(batch.citizens)
         except ModelUnavailable as error:
             return unavailable(error)  # type: ignore[return-value]
+        self._audited(ctx, "api_predict_batch", records)
         # Thousands of explanations: written straight to JSON (in Rust) rather than built as models first.
         body = pydantic_core.to_json({"model": records[0]["model"], "predictions": records})
         return Response(body, media_type="application/json")  # type: ignore[return-value]
@@ -164,11 +228,26 @@ class JobChance:
     @extra.get("/model", response_model=ModelInfo, responses={503: {"description": "No model loaded yet."}})
     def model(self) -> Any:
         """The model being served: name, version, alias, training-data fingerprint, headline
-        metrics and the feature catalogue (Danish and English labels)."""
+        metrics, the feature catalogue (Danish and English labels) and how fresh the registry's word is."""
         try:
-            return self.predictor.model_info()
+            info = self.predictor.model_info()
         except ModelUnavailable as error:
             return unavailable(error)
+        return info.model_copy(update={"registry_checked_seconds_ago": self.health().registry_seconds})
+
+    def health(self) -> Health:
+        """What /readyz reports: the model, the store, the registry."""
+        return health(self.predictor, self.settings.store_url, self.poll_seconds)
+
+    @extra.get("/metrics", include_in_schema=False)
+    def prometheus(self, request: Request) -> Response:
+        """The service's metrics for Prometheus (a role is needed: serving.access)."""
+        body, content_type = exposition()
+        return Response(body, media_type=content_type)
 
 
+JobChance.add_asgi_middleware(
+    AccessControl, authenticator=current_authenticator, metrics=lambda: current_service().metrics
+)
+JobChance.add_asgi_middleware(Readiness, health=lambda: current_service().health())
 JobChance.add_asgi_middleware(RequestLimits, limits=BODY_LIMITS, bulk=frozenset({"/predict_batch"}))

@@ -17,11 +17,28 @@ ModelOption = Annotated[
 ]
 
 
-def truth_path(data: Path | None) -> Path | None:
-    """Where the simulator put the true probabilities of a dataset folder (beside it), if any."""
-    from features.simulator import truth_folder
+TruthOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--truth",
+        help="The simulator's truth folder (with true_probabilities.csv), to compare the predictions with "
+        "the true chances; evaluation only.",
+    ),
+]
 
-    return None if data is None else truth_folder(Path(data)) / "true_probabilities.csv"
+
+def truth_of_folder(truth: Path | None):
+    """The true probabilities in a truth folder, None without `--truth`; a clear error when it lacks them."""
+    from bip.errors import UserError
+    from training.evaluation import read_truth
+
+    if truth is None:
+        return None
+    path = Path(truth) / "true_probabilities.csv"
+    found = read_truth(path)
+    if found is None:
+        raise UserError(f"--truth {truth}: no true_probabilities.csv with a true_probability column there")
+    return found
 
 
 def train(
@@ -35,12 +52,17 @@ def train(
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
     dask: DaskOption = None,
     partition_citizens: PartitionOption = 20_000,
+    truth: TruthOption = None,
 ) -> None:
     """Train and validate the models (one MLflow run each), register the calibrated monotone XGBoost.
 
+    Exit codes: 0 registered, 2 a usage or data error, 3 a crash (also: the registry cannot be reached;
+    then no alias is set).
+
     With --dask: the monotone XGBoost only, on xgboost.dask, validated on held-out citizens (docs/dask.md).
     """
-    from training.train import TrainConfig, read_truth, summary_table
+    from training.config import TrainConfig
+    from training.tracking import summary_table
     from training.train import train as train_models
 
     settings = load_settings(horizon_months=horizon_months, experiment=experiment)
@@ -49,6 +71,8 @@ def train(
         from features.distributed import dask_client
         from training.distributed import train_on_dask
 
+        if truth is not None:
+            raise typer.BadParameter("--truth is read by the in-memory training only, not with --dask")
         settings.home.mkdir(parents=True, exist_ok=True)
         with dask_client(dask) as client:
             done = train_on_dask(
@@ -69,8 +93,7 @@ def train(
         )
         return
     dataset = load_dataset(data)
-    path = truth_path(data)
-    truth = read_truth(path) if path is not None else None
+    true_probabilities = truth_of_folder(truth)
     settings.home.mkdir(parents=True, exist_ok=True)
     outcome = train_models(
         dataset,
@@ -79,7 +102,7 @@ def train(
         settings.experiment,
         settings.model_name,
         config,
-        truth=truth,
+        truth=true_probabilities,
         alias=settings.model_alias,
     )
     print_summary(summary_table(outcome.metrics))
@@ -107,17 +130,13 @@ def print_summary(table) -> None:
 
 
 def resolved_model(model: str | None):
-    """The JobChanceModel at `model` (default: the settings' alias), MLflow pointed at the settings."""
-    import mlflow
-
+    """The JobChanceModel at `model` (default: the settings' alias), from the settings' tracking server."""
     from training.model import load_champion, load_model
 
     settings = load_settings()
     if model is None:
         return load_champion(settings)[0]
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    return load_model(model)
+    return load_model(model, settings.tracking_uri)
 
 
 def predict(
@@ -164,19 +183,21 @@ def evaluate(
     model: ModelOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 2013,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
+    truth: TruthOption = None,
 ) -> None:
     """Evaluate a model on a labelled dataset: metrics with intervals, fairness gaps, truth if simulated."""
     from features.build import build_features
-    from training.train import TrainConfig, evaluation_metrics, read_truth, truth_of, with_weights
+    from training.config import TrainConfig
+    from training.data import with_weights
+    from training.evaluation import evaluation_metrics, truth_of
 
     job_chance = resolved_model(model)
     config = TrainConfig(horizon_months=job_chance.horizon_months, seed=seed, n_boot=n_boot)
     frame = build_features(load_dataset(data), horizon_months=job_chance.horizon_months)
     frame = with_weights(frame, config.horizon_months, config.weighting)
     probability = job_chance.probability(job_chance.matrix(frame))
-    path = truth_path(data)
-    truth = read_truth(path) if path is not None else None
-    metrics, fairness = evaluation_metrics(frame, probability, truth_of(frame, truth), config, "test")
+    true_p = truth_of(frame, truth_of_folder(truth))
+    metrics, fairness = evaluation_metrics(frame, probability, true_p, config, "test")
     report = {
         "model": model or "champion",
         "training_fingerprint": job_chance.training_fingerprint,
@@ -192,17 +213,17 @@ def evaluate(
 
 def log_to_project_run(metrics: dict[str, float], report: Path) -> None:
     """Under `mlflow run` (MLFLOW_RUN_ID set), log the metrics and the report into its run."""
-    import math
     import os
 
-    import mlflow
+    from training.tracking import RunLog, tracking_client
 
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if not run_id:
         return
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
-        mlflow.log_artifact(str(report))
+    client = tracking_client(load_settings().tracking_uri)
+    run = RunLog(client, run_id, client.get_run(run_id).info.experiment_id)
+    run.metrics(metrics)
+    client.log_artifact(run_id, str(report))
 
 
 def retrain(
@@ -222,11 +243,15 @@ def retrain(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the outcome as JSON here.")] = None,
 ) -> None:
     """After `bip ingest` of a new round: a challenger against the champion on the outcomes that became
-    known since, gates, drift report; the champion alias moves only when every gate passes (exit 1 when
-    a gate fails)."""
+    known since, gates, drift report; the champion alias moves only when every gate passes.
+
+    The unit a scheduler runs (cron, a Kubernetes CronJob). Exit codes: 0 promoted or kept (a dry run,
+    or the champion moved meanwhile), 1 a gate failed (the champion is kept), 2 a usage or data error
+    (also: another retrain holds the lock), 3 a crash (also: the store or the registry cannot be reached).
+    """
+    from training.config import TrainConfig
     from training.lifecycle import Gates
     from training.lifecycle import retrain as retrain_models
-    from training.train import TrainConfig
 
     settings = load_settings()
     gates = Gates.of(

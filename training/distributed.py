@@ -8,11 +8,16 @@ curve of dropout, as `features.labels.follow_up_weights`), the out-of-time cutof
 
 The validation differs from `training.train` in one way, because nested cross-validation would fit
 folds x grid points x boosters on the whole register: the training period's citizens are split once,
-by a hash of the citizen id (so any partitioning gives the same split), into fitting citizens and
-held-out citizens. The grid point and the number of trees are chosen by early stopping on the
-held-out citizens; Platt calibration is fitted on their margins; the out-of-time rows are scored by
-that model. The registered model is refitted on every labelled row with the chosen parameters and
-that calibration, and is the same `JobChanceModel` that the service loads.
+by a hash of the citizen id (so any partitioning gives the same split), into fitting citizens (the
+rest), choosing citizens (`inner_share`) and validation citizens (another `inner_share`). The grid
+point and the number of trees are chosen by early stopping on the choosing citizens, and Platt
+calibration is fitted on their margins; the `valid_*` metrics are measured on the validation
+citizens, whom nothing was chosen on, and the `oot_*` metrics on the out-of-time rows. The
+registered model is refitted on every labelled row with the chosen parameters and that calibration,
+and is the same `JobChanceModel` that the service loads.
+
+The early-stopped fit is `training.learners.boosted`, the one the in-memory learner uses, here with
+xgboost.dask's `train` bound to the client; only the matrices differ (a DaskQuantileDMatrix per set).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,23 +48,20 @@ from features.distributed import (
 from features.feature_catalogue import ID_COLUMNS
 from features.labels import censoring_counts, dropout_weights, follow_up_ends
 from training import evaluation
+from training.calibration import calibrated, platt
+from training.config import CHAMPION_CANDIDATE, TrainConfig
+from training.data import fingerprint, follow_up_columns, labelled_rows
+from training.evaluation import headline
+from training.learners import boosted, xgboost_params
 from training.model import JobChanceModel, encode, learn_categories, model_catalogue, model_inputs
-from training.train import (
-    CHAMPION_CANDIDATE,
-    Encoding,
-    TrainConfig,
-    calibrated,
-    cutoff_of_counts,
+from training.tracking import (
     experiment_id,
-    fingerprint,
-    follow_up_columns,
-    headline,
-    labelled_dates,
-    labelled_rows,
-    platt,
+    log_model,
     register_champion_candidate,
-    xgboost_params,
+    started_run,
+    tracking_client,
 )
+from training.validation import Encoding, cutoff_of_counts, labelled_dates
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -97,7 +100,7 @@ def with_dropout_weights(
 
 
 def training_weights(frame: dd.DataFrame, horizon_months: int, weighting: str) -> dd.DataFrame:
-    """`frame` with the `ipcw_weight` that `training.train.with_weights` gives the whole dataset."""
+    """`frame` with the `ipcw_weight` that `training.data.with_weights` gives the whole dataset."""
     from features.distributed import curve_of
 
     if weighting == "pooled":
@@ -111,19 +114,24 @@ def training_weights(frame: dd.DataFrame, horizon_months: int, weighting: str) -
 
 
 def learned_encoding(frame: dd.DataFrame) -> Encoding:
-    """`training.train.learn_encoding` of the whole frame: the categories seen in any partition."""
+    """`training.validation.learn_encoding` of the whole frame: the categories seen in any partition."""
     numeric, categorical = model_inputs(list(frame.columns))
     seen = partition_results(frame, learn_categories, categorical)
     categories = {c: sorted(set().union(*(part[c] for part in seen))) for c in categorical}
     return Encoding(numeric, categories, model_catalogue(numeric, categories))
 
 
-def held_out(citizen_ids: pd.Series, share: float, seed: int) -> np.ndarray:
-    """True for the rows of about `share` of the citizens, chosen by a seeded hash of the id, so that
-    every partitioning of the data holds out the same citizens."""
+CITIZEN_PARTS: tuple[str, ...] = ("choose", "validate", "fit")
+
+
+def citizen_part(citizen_ids: pd.Series, share: float, seed: int) -> np.ndarray:
+    """Each row's part of the training period by a seeded hash of its citizen id, so that every
+    partitioning of the data splits the same citizens: about `share` of them "choose" (the grid point,
+    early stopping, calibration), as many "validate" (the `valid_*` metrics), the rest "fit"."""
     key = f"{seed % 10**16:016d}"
     hashes = pd.util.hash_array(citizen_ids.to_numpy(dtype=object), hash_key=key)
-    return (hashes % HASH_BUCKETS) < share * HASH_BUCKETS
+    bucket = (hashes % HASH_BUCKETS) / HASH_BUCKETS
+    return np.where(bucket < share, "choose", np.where(bucket < 2 * share, "validate", "fit"))
 
 
 def labelled_part(frame: pd.DataFrame) -> pd.DataFrame:
@@ -136,13 +144,13 @@ def dated(frame: pd.DataFrame, cutoff: pd.Timestamp, before: bool) -> pd.DataFra
     return frame[(frame["measured_on"] < cutoff).to_numpy() == before]
 
 
-def citizens_held_out(frame: pd.DataFrame, share: float, seed: int, held: bool = True) -> pd.DataFrame:
-    """The rows of the citizens `held_out` picks (`held`), or of the others."""
-    return frame[held_out(frame["citizen_id"], share, seed) == held]
+def citizens_of(frame: pd.DataFrame, part: str, share: float, seed: int) -> pd.DataFrame:
+    """The rows of the citizens in `part` of `CITIZEN_PARTS` (see `citizen_part`)."""
+    return frame[citizen_part(frame["citizen_id"], share, seed) == part]
 
 
 def combined_fingerprint(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One `training.train.fingerprint` from those of the partitions: counts add up (a citizen lies in
+    """One `training.data.fingerprint` from those of the partitions: counts add up (a citizen lies in
     one partition), dates take the extremes, and the content hash is the hash of the partitions' hashes
     in citizen order (so it differs from the in-memory hash of the same rows)."""
     import hashlib
@@ -164,7 +172,7 @@ def combined_fingerprint(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def booster_params(monotone: Sequence[int], config: TrainConfig) -> dict[str, Any]:
-    """The champion candidate's XGBoost parameters (`training.train.xgboost_params`) without the thread
+    """The champion candidate's XGBoost parameters (`training.learners.xgboost_params`) without the thread
     count: xgboost.dask gives each worker its own."""
     return {k: v for k, v in xgboost_params(monotone, config).items() if k != "nthread"}
 
@@ -211,30 +219,23 @@ class Choice:
 def choose_by_early_stopping(
     client: Client, fit: dd.DataFrame, check: dd.DataFrame, encoding: Encoding, config: TrainConfig
 ) -> Choice:
-    """Each grid point boosted on the fitting citizens, stopped early on the held-out citizens
+    """Each grid point boosted on the fitting citizens, stopped early on the choosing citizens
     (weighted log loss); the point with the lowest loss at its best round."""
     from xgboost import dask as dxgb
 
+    train = partial(dxgb.train, client)
     train_matrix = quantile_matrix(client, fit, encoding)
     check_matrix = quantile_matrix(client, check, encoding, ref=train_matrix)
     fixed = booster_params(encoding.catalogue["monotone"].tolist(), config)
     trials, best = [], None
     for point in config.xgboost_grid:
-        result = dxgb.train(
-            client,
-            {**fixed, **point},
-            train_matrix,
-            num_boost_round=config.max_rounds,
-            evals=[(check_matrix, "valid")],
-            early_stopping_rounds=config.early_stopping_rounds,
-            verbose_eval=False,
+        fitted = boosted(train, {**fixed, **point}, train_matrix, config, check_matrix)
+        loss = fitted.valid_log_loss
+        trials.append(
+            {"grid_point": json.dumps(point, sort_keys=True), "n_estimators": fitted.rounds, "valid_log_loss": loss}
         )
-        booster = result["booster"]
-        rounds = booster.best_iteration + 1
-        loss = float(result["history"]["valid"]["logloss"][rounds - 1])
-        trials.append({"grid_point": json.dumps(point, sort_keys=True), "n_estimators": rounds, "valid_log_loss": loss})
         if best is None or loss < best[0]:
-            best = (loss, {**point, "n_estimators": rounds}, booster[:rounds])
+            best = (loss, {**point, "n_estimators": fitted.rounds}, fitted.booster)
     return Choice(best[1], best[2], pd.DataFrame(trials))
 
 
@@ -242,12 +243,9 @@ def refit(client: Client, frame: dd.DataFrame, encoding: Encoding, params: Mappi
     """The booster boosted on every row of `frame` for the chosen number of trees, without early stopping."""
     from xgboost import dask as dxgb
 
-    grid_point = {k: v for k, v in params.items() if k != "n_estimators"}
     fixed = booster_params(encoding.catalogue["monotone"].tolist(), config)
     matrix = quantile_matrix(client, frame, encoding)
-    booster = dxgb.train(client, {**fixed, **grid_point}, matrix, num_boost_round=int(params["n_estimators"]))[
-        "booster"
-    ]
+    booster = boosted(partial(dxgb.train, client), {**fixed, **params}, matrix, config).booster
     booster.feature_names = list(encoding.feature_names)
     return booster
 
@@ -295,17 +293,10 @@ def train_on_dask(
     citizens_per_partition: int = CITIZENS_PER_PARTITION,
 ) -> DaskTrainOutcome:
     """Train the calibrated monotone XGBoost on the cluster behind `client`, log one MLflow run
-    ("train-dask") and register the model (alias `alias` set only when the model has none)."""
-    import mlflow
-
+    ("train-dask") at `tracking_uri` and register the model (alias `alias` set only when the model has none)."""
     from features.distributed import cluster_description
-    from training.model import input_example, log_pyfunc
 
     start = time.perf_counter()
-    mlflow.set_tracking_uri(tracking_uri)
-    run_id = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into the run it made
-    if run_id is None:
-        mlflow.set_experiment(experiment_id=experiment_id(experiment, artifact_root))
     base = partitioned_features(source, config.horizon_months, citizens_per_partition).persist()
     full = training_weights(weighted_features(base, config.horizon_months), config.horizon_months, config.weighting)
     full = full.persist()
@@ -313,18 +304,19 @@ def train_on_dask(
     cutoff = cutoff_of_counts(partition_results(full, labelled_dates), config.out_of_time_share)
     labelled = full.map_partitions(labelled_part, meta=full._meta)
     period, test = (labelled.map_partitions(dated, cutoff, before, meta=full._meta) for before in (True, False))
-    inner, fit = (
-        period.map_partitions(citizens_held_out, config.inner_share, config.seed, chosen, meta=period._meta)
-        for chosen in (True, False)
+    choose, validate, fit = (
+        period.map_partitions(citizens_of, part, config.inner_share, config.seed, meta=period._meta)
+        for part in CITIZEN_PARTS
     )
     period_encoding = learned_encoding(full.map_partitions(dated, cutoff, True, meta=full._meta))
-    choice = choose_by_early_stopping(client, fit, inner, period_encoding, config)
-    check_scored = gathered_margins(inner, choice.booster, period_encoding)
-    if check_scored["label"].nunique() < 2:
-        raise UserError("the held-out citizens have labelled rows of one outcome only: too few data to calibrate")
-    calibration = platt(*(check_scored[c].to_numpy() for c in ("margin", "label", "weight")))
+    choice = choose_by_early_stopping(client, fit, choose, period_encoding, config)
+    choose_scored = gathered_margins(choose, choice.booster, period_encoding)
+    if choose_scored["label"].nunique() < 2:
+        raise UserError("the choosing citizens have labelled rows of one outcome only: too few data to calibrate")
+    calibration = platt(*(choose_scored[c].to_numpy() for c in ("margin", "label", "weight")))
+    valid_scored = gathered_margins(validate, choice.booster, period_encoding)
     test_scored = gathered_margins(test, choice.booster, period_encoding)
-    metrics = {**metric_values(check_scored, calibration, "valid"), **metric_values(test_scored, calibration, "oot")}
+    metrics = {**metric_values(valid_scored, calibration, "valid"), **metric_values(test_scored, calibration, "oot")}
     metrics.update({"calibration_a": calibration[0], "calibration_b": calibration[1]})
 
     encoding = learned_encoding(full)
@@ -350,7 +342,7 @@ def train_on_dask(
         "out_of_time_cutoff": str(cutoff.date()),
         "out_of_time_share": config.out_of_time_share,
         "inner_share": config.inner_share,
-        "validation": "held-out citizens (hash of id); no nested CV",
+        "validation": "choosing and validation citizens, inner_share each, by a hash of the id; no nested CV",
         "xgboost_grid": json.dumps(list(config.xgboost_grid)),
         "chosen": json.dumps(choice.params, sort_keys=True),
         "calibration": json.dumps(list(calibration)),
@@ -362,11 +354,17 @@ def train_on_dask(
         **cluster_description(client),
         **{f"data_{k}": v for k, v in data_print.items()},
     }
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id, run_name="train-dask") as run:
+    tracking = tracking_client(tracking_uri)
+    project_run = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into the run it made
+    experiment_key = None if project_run else experiment_id(experiment, artifact_root, tracking_uri)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        started_run(tracking, experiment_key, "train-dask", run_id=project_run) as run,
+    ):
         folder = Path(tmp) / "run"
         folder.mkdir()
-        mlflow.log_params(params)
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+        run.params(params)
+        run.metrics(metrics)
         encoding.catalogue.to_csv(folder / "feature_catalogue.csv", index=False)
         choice.trials.to_csv(folder / "grid_search.csv", index=False)
         (folder / "data_fingerprint.json").write_text(json.dumps(data_print, indent=1))
@@ -377,13 +375,12 @@ def train_on_dask(
             folder / "reliability_oot.png",
             title=f"{CHAMPION_CANDIDATE} (Dask): out of time",
         )
-        mlflow.log_artifacts(str(folder))
-        example = input_example(model, full.head(3, npartitions=-1))
-        info = log_pyfunc(model, "model", example, Path(tmp) / "pyfunc")
-        version, champion_set = register_champion_candidate(info, model_name, tracking_uri, alias)
+        run.artifacts(folder)
+        logged = log_model(run, model, Path(tmp) / "pyfunc")
+        version, champion_set = register_champion_candidate(run, logged, model_name, tracking_uri, alias)
         seconds = time.perf_counter() - start
-        mlflow.log_metric("seconds", seconds)
-    return DaskTrainOutcome(run.info.run_id, version, champion_set, metrics, seconds, model, choice.params)
+        run.metrics({"seconds": seconds})
+    return DaskTrainOutcome(run.run_id, version, champion_set, metrics, seconds, model, choice.params)
 
 
 # --- nightly scoring ----------------------------------------------------------------------------------------

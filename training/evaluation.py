@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame, count
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
+
+from training.config import TrainConfig
 
 METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "log_loss", "ece")
 AGE_BANDS: tuple[str, ...] = ("<30", "30-39", "40-49", "50-59", "60+")
+SENSITIVE_COLUMNS: tuple[str, ...] = ("gender", "origin", "age_band", "education")
 FAIRNESS_COLUMNS: tuple[str, ...] = (
     "n",
     "roc_auc",
@@ -45,7 +46,6 @@ FAIRNESS_GAPS: dict[str, str] = {
 }
 # Bootstrap replicates are processed in chunks so that (replicates x rows) stays below this size.
 _MAX_CELLS = 4_000_000
-_BEESWARM_FEATURES = 20
 
 ArrayLike = np.ndarray | pd.Series | Sequence[float]
 
@@ -406,92 +406,96 @@ def importance_by_group(
     return importance_by_indicator(contributions, feature_names, belongs_to)
 
 
-def _beeswarm_offsets(values: np.ndarray, rng: np.random.Generator, width: float = 0.4) -> np.ndarray:
-    """Vertical offsets that spread points of similar value apart, as in shap's beeswarm."""
-    if len(values) == 0 or np.ptp(values) == 0:
-        layers = np.arange(len(values))
-    else:
-        cells = np.round((values - values.min()) / np.ptp(values) * 100).astype(int)
-        shuffled = rng.permutation(len(values))
-        order = shuffled[np.argsort(cells[shuffled], kind="stable")]
-        layers = np.empty(len(values), dtype=int)
-        layers[order] = pd.Series(cells[order]).groupby(cells[order]).cumcount().to_numpy()
-    signed = np.where(layers % 2 == 0, 1, -1) * ((layers + 1) // 2)
-    return signed * (width / max(np.abs(signed).max(initial=0), 1))
+# --- a model's predictions on a feature frame ----------------------------------------------------
 
 
-def _numeric_columns(X: np.ndarray | pd.DataFrame) -> np.ndarray:
-    """Feature values as floats for colouring; non-numeric values become NaN (drawn grey)."""
-    return pd.DataFrame(X).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+def sensitive_groups(frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns the fairness report compares groups on."""
+    groups = frame[["gender", "origin", "education"]].reset_index(drop=True)
+    groups.insert(2, "age_band", age_band(frame["age"].reset_index(drop=True)))
+    return groups[list(SENSITIVE_COLUMNS)]
 
 
-def beeswarm_plot(
-    contributions: np.ndarray,
-    X: np.ndarray | pd.DataFrame,
-    feature_names: Sequence[str],
-    labels: Mapping[str, str],
-    path: Path | str,
-    max_features: int = _BEESWARM_FEATURES,
-    seed: int = 0,
-) -> Path:
-    """SHAP-style beeswarm of the features with the largest mean |contribution|, coloured by value.
+def truth_metrics(
+    y: np.ndarray, w: np.ndarray, p: np.ndarray, true_p: np.ndarray, labelled: np.ndarray
+) -> dict[str, float]:
+    """How the predictions compare with the simulator's true probabilities.
 
-    Every row is drawn; pass a sample of a few thousand rows for a readable plot of a large set.
+    AUC and Brier of the truth on the same labelled rows and weights (the best any model can do),
+    and over all rows, censored ones included: mean |pred - true|, mean predicted and mean true.
     """
-    values = np.asarray(contributions, dtype=float)
-    features = _numeric_columns(X)
-    top = np.argsort(-np.abs(values).mean(axis=0))[:max_features][::-1]
-    rng = np.random.default_rng(seed)
-    # Blue to red through purple, as in shap, so that no value is drawn in the grey of missing ones.
-    cmap, norm = LinearSegmentedColormap.from_list("low_high", ["#008bfb", "#ff0052"]), Normalize(0, 1)
-    fig = Figure(figsize=(8, 1.2 + 0.35 * len(top)), layout="constrained")
-    ax = fig.subplots()
-    ax.axvline(0, color="grey", linewidth=0.8)
-    for row, j in enumerate(top):
-        # Percentile colours, so that outliers do not flatten the scale; NaN stays NaN (grey).
-        colour = pd.Series(features[:, j]).rank(pct=True).to_numpy()
-        y_pos = row + _beeswarm_offsets(values[:, j], rng)
-        missing = np.isnan(colour)
-        ax.scatter(values[missing, j], y_pos[missing], s=6, color="lightgrey", linewidths=0)
-        ax.scatter(values[~missing, j], y_pos[~missing], s=6, c=colour[~missing], cmap=cmap, norm=norm, linewidths=0)
-    ax.set_yticks(range(len(top)), [labels.get(feature_names[j], feature_names[j]) for j in top])
-    ax.set(
-        xlabel="contribution to the log-odds (SHAP value)",
-        ylim=(-0.7, len(top) - 0.3),
-        title=f"Feature contributions (top {len(top)} by mean |SHAP value|)",
+    known = ~np.isnan(true_p)
+    on_labels = metric_values(y[labelled & known], true_p[labelled & known], w[labelled & known])
+    return {
+        "truth_roc_auc": on_labels["roc_auc"],
+        "truth_brier": on_labels["brier"],
+        "truth_ece": on_labels["ece"],
+        "mean_abs_diff_truth": float(np.mean(np.abs(p[known] - true_p[known]))),
+        "mean_predicted": float(np.mean(p[known])),
+        "mean_true": float(np.mean(true_p[known])),
+    }
+
+
+def evaluation_metrics(
+    frame: pd.DataFrame,
+    p: np.ndarray,
+    true_p: np.ndarray | None,
+    config: TrainConfig,
+    prefix: str,
+    with_fairness: bool = True,
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Metrics with bootstrap intervals over citizens on the labelled rows (IPCW-weighted), label
+    rates, fairness headline gaps and table (`with_fairness`; else an empty table) and, with truth,
+    the comparison with it.
+
+    Keys are `<prefix>_<metric>`; `p` holds a prediction for every row of `frame`.
+    """
+    y = frame["label"].to_numpy(dtype=float)
+    w = frame["ipcw_weight"].to_numpy(dtype=float)
+    labelled = ~np.isnan(y) & (w > 0)
+    if labelled.sum() == 0 or len(np.unique(y[labelled])) < 2:
+        raise ValueError(f"{prefix}: no labelled rows of both outcomes to evaluate on")
+    citizens = frame["citizen_id"].to_numpy()
+    table = metric_table(y[labelled], p[labelled], w[labelled], citizens[labelled], config.n_boot, config.seed)
+    metrics = flatten_metrics(table, prefix)
+    fairness = pd.DataFrame()
+    if with_fairness:
+        threshold = threshold_for_top_share(p[labelled], config.fairness_top_share)
+        fairness, headline = fairness_table(
+            y[labelled], p[labelled], w[labelled], sensitive_groups(frame[labelled]), threshold
+        )
+        metrics.update({f"{prefix}_{k}": v for k, v in headline.items()})
+    metrics.update(
+        {
+            f"{prefix}_rows": float(len(frame)),
+            f"{prefix}_labelled_rows": float(labelled.sum()),
+            f"{prefix}_observed_rate_naive": float(y[labelled].mean()),
+            f"{prefix}_observed_rate_ipcw": float(np.average(y[labelled], weights=w[labelled])),
+            f"{prefix}_mean_predicted_labelled": float(np.average(p[labelled], weights=w[labelled])),
+        }
     )
-    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, ticks=[0, 1], aspect=40)
-    bar.ax.set_yticklabels(["low", "high"])
-    bar.set_label("feature value")
-    return _saved(fig, path)
+    if true_p is not None:
+        metrics.update({f"{prefix}_{k}": v for k, v in truth_metrics(y, w, p, true_p, labelled).items()})
+    return metrics, fairness
 
 
-def importance_plot(importance: pd.Series, labels: Mapping[str, str], path: Path | str) -> Path:
-    """Horizontal bar chart of grouped importance, largest on top, with English labels."""
-    ordered = importance.sort_values()
-    fig = Figure(figsize=(7, 1.2 + 0.3 * len(ordered)), layout="constrained")
-    ax = fig.subplots()
-    ax.barh([labels.get(str(code), str(code)) for code in ordered.index], ordered.to_numpy(), color="tab:blue")
-    ax.set(xlabel="mean |summed contribution| (log-odds)", title="Importance by indicator")
-    return _saved(fig, path)
+def headline(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The metrics a model carries with it: point estimates of the main metrics, CV and out-of-time."""
+    keys = [f"{split}_{m}" for split in ("cv", "oot") for m in METRICS]
+    return {k: float(metrics[k]) for k in keys if k in metrics}
 
 
-def shap_plots(
-    contributions: np.ndarray,
-    X: np.ndarray | pd.DataFrame,
-    feature_names: Sequence[str],
-    belongs_to: Mapping[str, str],
-    labels: Mapping[str, str],
-    out_dir: Path | str,
-) -> list[Path]:
-    """A beeswarm of feature contributions and a per-indicator importance bar chart, as PNG files.
+def read_truth(path: Path) -> pd.DataFrame | None:
+    """The simulator's true probabilities (measurement_id, true_probability), or None without them."""
+    if not path.exists():
+        return None
+    truth = pd.read_csv(path, dtype={"measurement_id": str})
+    return truth if "true_probability" in truth.columns else None
 
-    `labels` maps feature names and `belongs_to` codes to English labels; unlabelled ones show as is.
-    Drawn on plain matplotlib Figures (no pyplot), so no global plotting state changes.
-    """
-    out = Path(out_dir)
-    importance = importance_by_indicator(contributions, feature_names, belongs_to)
-    return [
-        beeswarm_plot(contributions, X, feature_names, labels, out / "shap_beeswarm.png"),
-        importance_plot(importance, labels, out / "importance_by_indicator.png"),
-    ]
+
+def truth_of(frame: pd.DataFrame, truth: pd.DataFrame | None) -> np.ndarray | None:
+    """The true probability of each row of `frame` (NaN where unknown), or None without truth."""
+    if truth is None:
+        return None
+    lookup = truth.set_index("measurement_id")["true_probability"]
+    return frame["measurement_id"].map(lookup).to_numpy(dtype=float)

@@ -10,9 +10,11 @@ on all the data, as `bip train` registers; the `champion` alias moves to it only
 All of it is one MLflow run named "retrain".
 
 Safe under failure: the store is only read; nothing is registered until the decision is made; the alias
-moves last, under the registry lock and only if the champion is still the one compared against. A
-second retrain while one runs is refused (the retrain lock); a killed one leaves its MLflow run RUNNING,
-which the next retrain marks KILLED.
+moves last, under the registry lock, only while the retrain lock is still held and only if the champion
+is still the one compared against. Both locks are leases in the store database (`training.locks`), so
+they hold across machines: a second retrain while one runs is refused; a killed one leaves its MLflow
+run RUNNING, which the next retrain marks KILLED once its lease has run out. A registry that cannot be
+read stops the retrain (`registry.RegistryUnavailable`): its silence is never taken for "no champion".
 """
 
 from __future__ import annotations
@@ -36,31 +38,22 @@ from bip.settings import Settings
 from features.build import build_features
 from features.catalogue import SCORE_COLUMNS
 from features.dataset import Dataset
+from training.config import CHAMPION_CANDIDATE, TrainConfig
+from training.data import fingerprint, labelled_rows, with_weights
 from training.drift import drift_report
-from training.locks import exclusive
+from training.evaluation import evaluation_metrics, headline, truth_of
+from training.learners import learners
+from training.locks import Lease, LockHeld, exclusive
 from training.model import JobChanceModel
-from training.train import (
-    CHAMPION_CANDIDATE,
-    FamilyResult,
-    Split,
-    TrainConfig,
-    evaluation_metrics,
-    experiment_id,
-    fingerprint,
-    fit_job_chance_model,
-    headline,
-    labelled_rows,
-    learners,
-    split_at,
-    train_family,
-    truth_of,
-    with_weights,
-)
+from training.tracking import experiment_id
+from training.train import FamilyResult, fit_job_chance_model, train_family
+from training.validation import Split, split_at
 
 RETRAIN_RUN = "retrain"
 PROMOTE_RUN = "promote"
 FAIRNESS_GAPS: tuple[str, ...] = ("auc_gap", "calibration_gap")
 REGISTRY_LOCK_WAIT_SECONDS = 30.0
+AWAITING_PROMOTION = "awaiting promotion"
 
 
 class RetrainError(UserError):
@@ -262,9 +255,12 @@ class Promotion:
     reason: str
 
 
-def _move_alias(settings: Settings, version: int, reason: str, expected: int | None, check: bool) -> Promotion:
+def _move_alias(
+    settings: Settings, version: int, reason: str, expected: int | None, check: bool, held: Lease | None = None
+) -> Promotion:
     """Point the alias at `version` under the registry lock; with `check`, only if it still points at
-    `expected`. Tags the version with when, by whom and why."""
+    `expected` (compare and set), and only while the lease `held` (the retrain's) is still held. Tags the
+    version with when, by whom and why."""
     from mlflow.exceptions import MlflowException
 
     from training import registry
@@ -272,7 +268,11 @@ def _move_alias(settings: Settings, version: int, reason: str, expected: int | N
     client = registry.client(settings.tracking_uri)
     name, alias = settings.model_name, settings.model_alias
     with exclusive(
-        settings.lock_folder / "registry.lock", f"promotion of {name} {version}", REGISTRY_LOCK_WAIT_SECONDS
+        settings.store_url,
+        "registry",
+        f"promotion of {name} {version}",
+        REGISTRY_LOCK_WAIT_SECONDS,
+        settings.lock_lease_seconds,
     ):
         try:
             client.get_model_version(name, str(version))
@@ -281,6 +281,8 @@ def _move_alias(settings: Settings, version: int, reason: str, expected: int | N
         current = registry.champion_version(name, alias=alias, tracking_uri=settings.tracking_uri)
         if check and current != expected:
             raise RetrainError(f"the {alias} moved from version {expected} to {current} while retraining: not promoted")
+        if held is not None:
+            held.check()
         registry.set_champion(name, version, alias=alias, tracking_uri=settings.tracking_uri)
         for key, value in {
             "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -420,11 +422,11 @@ def register_challenger(
     """The challenger's recipe refitted on all of `full`, logged into the active run and registered
     (tagged with the run and the decision); its version."""
     from training import registry
-    from training.model import input_example, log_pyfunc
+    from training.model import log_pyfunc
 
     model = fit_job_chance_model(full, challenger.params, challenger.calibration, config, headline(challenger.metrics))
     with tempfile.TemporaryDirectory() as tmp:
-        info = log_pyfunc(model, "model", input_example(model, full), Path(tmp) / "pyfunc")
+        info = log_pyfunc(model, "model", Path(tmp) / "pyfunc")
     version = registry.register(
         info,
         settings.model_name,
@@ -432,6 +434,24 @@ def register_challenger(
         tracking_uri=settings.tracking_uri,
     )
     return int(version.version)
+
+
+def promote_challenger(
+    settings: Settings, version: int, reason: str, champion_version: int, held: Lease
+) -> tuple[str, bool]:
+    """Move the alias to the challenger (compare and set, under both locks) and tag the version with the
+    decision; "not promoted: why" when the champion moved, the registry lock stayed busy or a lease ran out."""
+    from training import registry
+
+    try:
+        _move_alias(settings, version, reason, champion_version, True, held)
+        decision, promoted = "promoted", True
+    except (RetrainError, LockHeld) as error:
+        decision, promoted = f"not promoted: {error}", False
+    registry.client(settings.tracking_uri).set_model_version_tag(
+        settings.model_name, str(version), "decision", decision
+    )
+    return decision, promoted
 
 
 def retrain(
@@ -448,7 +468,7 @@ def retrain(
     start = time.perf_counter()
     config = replace(config, models=(CHAMPION_CANDIDATE,))
     mlflow.set_tracking_uri(settings.tracking_uri)
-    with exclusive(settings.lock_folder / "retrain.lock", "retrain"):
+    with exclusive(settings.store_url, "retrain", "retrain", lease_seconds=settings.lock_lease_seconds) as held:
         experiment = experiment_id(settings.experiment, settings.artifact_root)
         killed = mark_killed_runs(experiment)
         champion_version, champion = load_current_champion(settings)
@@ -498,14 +518,13 @@ def retrain(
             decision, challenger_version, promoted = decision_of(passed, dry_run), None, False
             # A challenger whose scores rank the wrong way round (calibration slope <= 0) is no model to keep.
             if not dry_run and challenger.calibration[0] > 0:
-                challenger_version = register_challenger(settings, full, challenger, config, run.info.run_id, decision)
+                # Tagged "promoted" only once the alias has moved: a refusal below leaves no false tag.
+                tagged = AWAITING_PROMOTION if passed else decision
+                challenger_version = register_challenger(settings, full, challenger, config, run.info.run_id, tagged)
                 if passed:
-                    try:
-                        reason = f"retrain run {run.info.run_id}"
-                        _move_alias(settings, challenger_version, reason, champion_version, True)
-                        promoted = True
-                    except RetrainError as error:
-                        decision = f"not promoted: {error}"
+                    decision, promoted = promote_challenger(
+                        settings, challenger_version, f"retrain run {run.info.run_id}", champion_version, held
+                    )
             mlflow.set_tags(
                 {
                     "decision": decision,

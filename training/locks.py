@@ -1,60 +1,180 @@
-"""Named locks between processes: an exclusive `flock` on a file, so a killed holder releases it.
+"""Named leases between processes on any machine: one row per lock in the store database.
 
-`retrain` holds the retrain lock for its whole run (a second one is refused at once); `promote` and
-the last step of `retrain` hold the registry lock for the moment they move the alias (waiting a little
-for each other). The locks live under BIP_HOME (`Settings.lock_folder`): they guard one installation,
-on one machine or on a file system whose `flock` spans its clients. Across installations that share a
-tracking server, the check that the champion is still the one compared against guards promotion.
+`retrain` holds the "retrain" lease for its whole run (a second one, from any machine that shares the
+store, is refused at once); `promote` and the last step of `retrain` hold the "registry" lease for the
+moment they compare and move the alias (waiting a little for each other).
+
+A lease is a row (`leases`: name, holder, token, expires_at) that a holder takes with one conditional
+UPDATE: only when the row is free or its lease has run out. Both SQLite and PostgreSQL apply that
+UPDATE to one row at a time, so of two processes asking at once exactly one wins. While held, a
+heartbeat thread pushes `expires_at` forward every quarter of the lease; a holder that dies (SIGKILL,
+a lost machine) stops beating, and its lease runs out `lease_seconds` later. Expiry compares wall clocks
+of the machines, so their clocks must agree to well within a lease (NTP does).
 """
 
 from __future__ import annotations
 
-import fcntl
+import logging
 import os
+import socket
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Engine, Float, MetaData, String, Table, Text, create_engine, exc, inspect, select, update
 
 from bip.errors import UserError
 
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS = 60.0
+"""How long a lease outlives its holder's last heartbeat (the settings' BIP_LOCK_LEASE_SECONDS)."""
+
+SQLITE_BUSY_SECONDS = 30.0
+"""How long a lease statement on SQLite waits for another writer (an ingest) before it fails."""
+
+LEASES = Table(
+    "leases",
+    MetaData(),
+    Column("name", String(100), primary_key=True),
+    Column("holder", Text),
+    Column("token", String(32)),
+    Column("expires_at", Float, nullable=False),
+)
+
 
 class LockHeld(UserError):
-    """Another process holds the lock."""
+    """Another process holds the lease."""
 
 
-def holder(path: Path) -> str:
-    """What the lock file says about its holder ("pid N: what"), or "" when unknown."""
+class LeaseLost(LockHeld):
+    """The lease ran out while held (the heartbeat could not reach the database in time)."""
+
+
+def _engine(url: str) -> Engine:
+    connect_args = {"timeout": SQLITE_BUSY_SECONDS} if url.startswith("sqlite") else {}
+    return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+
+
+def _ensure_row(engine: Engine, name: str) -> None:
+    """Create the table and the lease's row (free) when missing; a concurrent creator may win either race."""
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError:
-        return ""
+        with engine.begin() as conn:
+            LEASES.create(conn, checkfirst=True)
+    except exc.DBAPIError:
+        if not inspect(engine).has_table(LEASES.name):
+            raise
+    with engine.connect() as conn:
+        present = conn.execute(select(LEASES.c.name).where(LEASES.c.name == name)).first() is not None
+    if not present:
+        try:
+            with engine.begin() as conn:
+                conn.execute(LEASES.insert().values(name=name, holder=None, token=None, expires_at=0.0))
+        except exc.IntegrityError:
+            pass
+
+
+def current_holder(engine: Engine, name: str) -> tuple[str, float] | None:
+    """Who holds lease `name` and until when (epoch seconds), or None when it is free."""
+    with engine.connect() as conn:
+        row = conn.execute(select(LEASES.c.holder, LEASES.c.expires_at).where(LEASES.c.name == name)).first()
+    if row is None or row.holder is None or row.expires_at < time.time():
+        return None
+    return row.holder, row.expires_at
+
+
+def _take(engine: Engine, name: str, holder: str, token: str, lease_seconds: float) -> bool:
+    now = time.time()
+    free = (LEASES.c.token.is_(None)) | (LEASES.c.expires_at < now)
+    stmt = (
+        update(LEASES)
+        .where(LEASES.c.name == name, free)
+        .values(holder=holder, token=token, expires_at=now + lease_seconds)
+    )
+    with engine.begin() as conn:
+        return conn.execute(stmt).rowcount == 1
+
+
+def _renew(engine: Engine, name: str, token: str, lease_seconds: float) -> bool:
+    stmt = (
+        update(LEASES)
+        .where(LEASES.c.name == name, LEASES.c.token == token, LEASES.c.expires_at >= time.time())
+        .values(expires_at=time.time() + lease_seconds)
+    )
+    with engine.begin() as conn:
+        return conn.execute(stmt).rowcount == 1
+
+
+def _release(engine: Engine, name: str, token: str) -> None:
+    stmt = update(LEASES).where(LEASES.c.name == name, LEASES.c.token == token)
+    with engine.begin() as conn:
+        conn.execute(stmt.values(holder=None, token=None, expires_at=0.0))
+
+
+class Lease:
+    """A held lease: its heartbeat thread, and `check()` to confirm it is still held before acting on it."""
+
+    def __init__(self, engine: Engine, name: str, token: str, lease_seconds: float) -> None:
+        self.engine, self.name, self.token, self.lease_seconds = engine, name, token, lease_seconds
+        self.renewed_at = time.monotonic()
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{name}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 4):
+            try:
+                if _renew(self.engine, self.name, self.token, self.lease_seconds):
+                    self.renewed_at = time.monotonic()
+                else:
+                    self.lost = "another process took it after it ran out"
+                    return
+            except exc.DBAPIError as error:  # a brief outage: keep trying while the lease lasts
+                logger.warning("could not renew the %s lease: %s", self.name, type(error).__name__)
+                if time.monotonic() - self.renewed_at > self.lease_seconds:
+                    self.lost = "the database could not be reached to renew it"
+                    return
+
+    def check(self) -> None:
+        """Raise LeaseLost unless the lease is still held (call it right before an irreversible step)."""
+        if self.lost is None and time.monotonic() - self.renewed_at > self.lease_seconds:
+            self.lost = "its heartbeat stalled"
+        if self.lost is not None:
+            raise LeaseLost(f"the {self.name} lock was lost ({self.lost}): stopped before changing anything")
+
+
+def holder_name(what: str) -> str:
+    """How a holder names itself in the lease row and in refusals: process, task and machine."""
+    return f"pid {os.getpid()}: {what} (host {socket.gethostname()})"
 
 
 @contextmanager
-def exclusive(path: Path, what: str, wait_seconds: float = 0.0) -> Iterator[None]:
-    """Hold the lock at `path` for `what` (waiting up to `wait_seconds`), or raise LockHeld naming the holder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+def exclusive(
+    url: str, name: str, what: str, wait_seconds: float = 0.0, lease_seconds: float = LEASE_SECONDS
+) -> Iterator[Lease]:
+    """Hold lease `name` in the database at `url` for `what` (waiting up to `wait_seconds`), or raise
+    LockHeld naming the holder. The lease is released on exit, and runs out if this process dies."""
+    engine = _engine(url)
     try:
+        _ensure_row(engine, name)
+        token = uuid.uuid4().hex
         deadline = time.monotonic() + wait_seconds
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockHeld(
-                        f"{what} refused: another process holds {path} ({holder(path) or 'holder unknown'})"
-                    ) from None
-                time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}: {what}\n".encode(), 0)
+        while not _take(engine, name, holder_name(what), token, lease_seconds):
+            if time.monotonic() >= deadline:
+                held = current_holder(engine, name)
+                who = f"{held[0]}, lease until {datetime.fromtimestamp(held[1], UTC):%H:%M:%S} UTC" if held else ""
+                raise LockHeld(f"{what} refused: another process holds the {name} lock ({who or 'just released'})")
+            time.sleep(0.2)
+        lease = Lease(engine, name, token, lease_seconds)
+        lease._thread.start()
         try:
-            yield
+            yield lease
         finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            lease._stop.set()
+            lease._thread.join(timeout=5)
+            _release(engine, name, token)
     finally:
-        os.close(fd)
+        engine.dispose()

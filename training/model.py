@@ -24,6 +24,7 @@ import pandas as pd
 import xgboost as xgb
 
 from features.build import column_positions
+from features.catalogue import SCORE_COLUMNS, SCORE_MAX, SCORE_MIN
 from features.feature_catalogue import CATEGORICAL_FEATURES, NUMERIC_FEATURES, feature_catalogue
 
 if TYPE_CHECKING:
@@ -312,8 +313,29 @@ class JobChancePyfunc(mlflow.pyfunc.PythonModel):
         return self.model.probability(self.model.matrix(pd.DataFrame(model_input)))
 
 
-def input_example(model: JobChanceModel, frame: pd.DataFrame, rows: int = 3) -> pd.DataFrame:
-    """A few rows of `frame` restricted to the model's input columns, with plain dtypes for MLflow."""
+# Mid values of the contract's domains for the numeric inputs of the synthetic example (a score is
+# 1-5, the share of benefit 0-1); the rest (changes, episodes, days) is 0, as at a first measurement.
+EXAMPLE_VALUES: dict[str, float] = {
+    **dict.fromkeys(SCORE_COLUMNS, (SCORE_MIN + SCORE_MAX) / 2),
+    "caseworker_job_orientation": (SCORE_MIN + SCORE_MAX) / 2,
+    "rounds": 1.0,
+    "age": 40.0,
+    "children": 1.0,
+    "benefit_share_5y": 0.5,
+}
+
+
+def input_example(model: JobChanceModel) -> pd.DataFrame:
+    """One synthetic row of the model's inputs for MLflow, built from the contract's domains (mid
+    values, the first code of each category the model knows), never from a person's data."""
+    row: dict[str, Any] = {c: EXAMPLE_VALUES.get(c, 0.0) for c in model.numeric}
+    row.update({c: values[0] if len(values) else None for c, values in model.categories.items()})
+    return pd.DataFrame([row]).astype({c: "float64" for c in model.numeric})
+
+
+def model_rows(model: JobChanceModel, frame: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """The first `rows` rows of a feature frame restricted to the model's inputs, with the plain dtypes
+    the pyfunc takes (for benchmarks and tests; never logged to MLflow)."""
     example = frame[model.input_columns].head(rows).reset_index(drop=True)
     for column in model.categories:
         example[column] = example[column].astype(object).where(example[column].notna(), None)
@@ -361,23 +383,60 @@ def pip_requirements() -> list[str]:
     return pins
 
 
-def log_pyfunc(model: JobChanceModel, name: str, example: pd.DataFrame, folder: Path) -> Any:
-    """Log `model` as a pyfunc into the active run (its files written to `folder` first); the ModelInfo."""
+def save_pyfunc(model: JobChanceModel, folder: Path) -> Path:
+    """`model` as an MLflow pyfunc model folder (`folder`/pyfunc), with its synthetic input example."""
+    files, out = Path(folder) / "files", Path(folder) / "pyfunc"
+    mlflow.pyfunc.save_model(
+        path=str(out),
+        python_model=JobChancePyfunc(),
+        artifacts=model.save(files),
+        signature=signature(model),
+        input_example=input_example(model),
+        pip_requirements=pip_requirements(),
+    )
+    return out
+
+
+def log_pyfunc(model: JobChanceModel, name: str, folder: Path) -> Any:
+    """Log `model` as a pyfunc into the active run of MLflow's fluent API; the ModelInfo.
+
+    For callers that already hold a fluent run; training logs through `training.tracking.log_model`.
+    """
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=JobChancePyfunc(),
         artifacts=model.save(folder),
         signature=signature(model),
-        input_example=example,
+        input_example=input_example(model),
         pip_requirements=pip_requirements(),
     )
 
 
-def load_model(uri: str) -> JobChanceModel:
+def model_source(uri: str, tracking_uri: str) -> str:
+    """Where the files of a model URI lie: a `models:/NAME/VERSION` or `models:/NAME@ALIAS` is looked
+    up in the registry at `tracking_uri`; any other URI (`runs:/...`, a path) is its own source."""
+    from mlflow import MlflowClient
+
+    if not uri.startswith("models:/"):
+        return uri
+    name, _, version = uri.removeprefix("models:/").partition("/")
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    if "@" in name:
+        name, alias = name.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+    return client.get_model_version_download_uri(name, version)
+
+
+def load_model(uri: str, tracking_uri: str | None = None) -> JobChanceModel:
     """The JobChanceModel behind a pyfunc model URI (`models:/bip-job-chance@champion`, `runs:/...`).
 
-    Uses the tracking/registry URI MLflow is set to; `load_champion` sets it from the settings.
+    With `tracking_uri`, the model is found and downloaded through that server, and MLflow's
+    process-wide URI is neither read nor set; without, MLflow's current one is used.
     """
+    if tracking_uri is not None:
+        from mlflow.artifacts import download_artifacts
+
+        uri = download_artifacts(artifact_uri=model_source(uri, tracking_uri), tracking_uri=tracking_uri)
     wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     if not isinstance(wrapper, JobChancePyfunc):
         raise TypeError(f"{uri} is not a bip job-chance model (got {type(wrapper).__name__})")
@@ -390,13 +449,12 @@ def load_champion(settings: Settings) -> tuple[JobChanceModel, Any]:
 
     from bip.errors import UserError
 
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     try:
         version = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
     except mlflow.exceptions.MlflowException as error:
         raise UserError(
-            f"no model {settings.model_name}@{settings.model_alias} in {settings.tracking_uri}; run `bip train` first"
+            f"no model {settings.model_name}@{settings.model_alias} in the tracking store; run `bip train` first"
         ) from error
-    return load_model(f"models:/{settings.model_name}@{settings.model_alias}"), version
+    uri = f"models:/{settings.model_name}/{version.version}"
+    return load_model(uri, settings.tracking_uri), version

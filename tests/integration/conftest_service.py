@@ -36,7 +36,7 @@ def free_port() -> int:
 
 def small_train_config(seed: int):
     """The champion family only, two folds, one grid point, few trees: seconds, not minutes."""
-    from training.train import TrainConfig
+    from training.config import TrainConfig
 
     return TrainConfig(
         folds=2,
@@ -63,9 +63,41 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.25):
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+PASSWORD = "correct horse battery staple"
+ROLES = ("caseworker", "researcher", "service", "admin")
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    role: str
+    token: str
+    password: str = PASSWORD
+
+
+def make_accounts(store_url: str, jobcentres: list[str]) -> dict[str, Account]:
+    """Real users in the server's store, one per role, with API tokens: `caseworker` sees every job
+    centre, `caseworker_a` only the first one."""
+    from serving import accounts
+
+    made = {}
+    for key, role, centres in [
+        ("caseworker", "caseworker", jobcentres),
+        ("caseworker_a", "caseworker", jobcentres[:1]),
+        ("researcher", "researcher", []),
+        ("service", "service", []),
+        ("admin", "admin", []),
+    ]:
+        name = key.replace("_", "-")
+        accounts.add_user(store_url, name, accounts.Role(role), centres, PASSWORD)
+        made[key] = Account(name, role, accounts.issue_token(store_url, name))
+    return made
+
+
 @dataclass
 class Served:
-    """The running server and what it serves from."""
+    """The running server and what it serves from. `client` calls as the `service` user (the API's
+    caller); `as_(key)` as any other account of `accounts`, `anonymous()` without credentials."""
 
     url: str
     home: Path
@@ -75,6 +107,7 @@ class Served:
     process: subprocess.Popen
     log: Path
     client: httpx.Client
+    accounts: dict[str, Account]
     before_model: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -82,8 +115,15 @@ class Served:
         return self.env["MLFLOW_TRACKING_URI"]
 
     @property
-    def audit_log(self) -> Path:
-        return self.home / "logs" / "audit.jsonl"
+    def store_url(self) -> str:
+        return f"sqlite:///{self.home / 'store.db'}"
+
+    def as_(self, key: str) -> httpx.Client:
+        token = self.accounts[key].token
+        return httpx.Client(base_url=self.url, timeout=60, headers={"Authorization": f"Bearer {token}"})
+
+    def anonymous(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
 
     def bip(self, *args: str) -> subprocess.CompletedProcess:
         command = [sys.executable, "-c", "from bip.cli import main; main()", *args]
@@ -101,7 +141,7 @@ def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[Served]:
     from features.contract import write_dataset
-    from features.simulator import simulate
+    from simulator.simulation import simulate
     from training.train import train
 
     home = tmp_path_factory.mktemp("service")
@@ -119,13 +159,17 @@ def served(tmp_path_factory) -> Iterator[Served]:
     from training.registry import client as registry_client
 
     registry_client(tracking_uri).search_registered_models()
+    dataset = simulate(CITIZENS, seed=SEED, truth_draws=0).dataset
+    jobcentres = sorted(dataset.citizens["jobcentre"].unique())
+    made = make_accounts(f"sqlite:///{home / 'store.db'}", jobcentres)
     port = free_port()
     log = home / "server.log"
     process = start_server(env, port, log)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", timeout=60, headers={"Authorization": f"Bearer {made['service'].token}"}
+    )
     try:
-        # While the server starts, simulate and write the data for `bip predict`.
-        dataset = simulate(CITIZENS, seed=SEED, truth_draws=0).dataset
+        # While the server starts, write the data for `bip predict`.
         data = home / "data"
         write_dataset(dataset, data)
         wait_for(lambda: client.get("/livez").status_code == 200, 180, f"the server to start (log: {log})")
@@ -138,7 +182,8 @@ def served(tmp_path_factory) -> Iterator[Served]:
         }
         train(dataset, tracking_uri, home / "mlartifacts", "bip-job-chance", MODEL_NAME, small_train_config(SEED))
         wait_for(lambda: client.get("/readyz").status_code == 200, 60, "the first champion to be loaded")
-        yield Served(client.base_url.__str__().rstrip("/"), home, data, dataset, env, process, log, client, before)
+        url = client.base_url.__str__().rstrip("/")
+        yield Served(url, home, data, dataset, env, process, log, client, made, before)
     finally:
         client.close()
         stop_process_tree(process)

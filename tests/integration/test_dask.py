@@ -48,7 +48,7 @@ class Simulated:
 
 
 def simulated_parquet(folder: Path, seed: int) -> Simulated:
-    from features.simulator import load_scenario, simulate_to_folder
+    from simulator.simulation import load_scenario, simulate_to_folder
 
     simulate_to_folder(folder, load_scenario(), citizens=CITIZENS, seed=seed, fmt="parquet")
     dataset, _ = read_dataset(folder)

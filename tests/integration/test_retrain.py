@@ -24,14 +24,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest_service import REPO, free_port, small_train_config, start_server, wait_for
+from fastapi import HTTPException
 
 from bip.settings import Settings, load_settings
 from features.build import truncate_dataset
 from features.catalogue import SCORE_COLUMNS
 from features.dataset import Dataset
-from features.simulator import simulate
 from features.store import ingest, ingests, load
 from serving.process import stop_process_tree
+from simulator.simulation import simulate
 from training import registry
 from training.lifecycle import Gates, RetrainError, _move_alias, retrain
 from training.locks import LockHeld, exclusive
@@ -218,31 +219,133 @@ def wait_for_running_retrain(settings: Settings, process: subprocess.Popen, time
     pytest.fail("the retrain run did not start")
 
 
-def test_lock_holds_and_a_killed_retrain_changes_nothing(home):
-    home.ingest_round(ROUND_2)
-    before = store_state(home.settings)
-    command = [sys.executable, "-c", "from bip.cli import main; main()", "retrain"]
-    process = subprocess.Popen(command, env=home.env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def retrain_process(env: dict[str, str], *args: str) -> subprocess.Popen:
+    command = [sys.executable, "-c", "from bip.cli import main; main()", "retrain", *args]
+    return subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_two_retrains_on_different_homes_and_one_store_one_runs_and_a_killed_one_frees_the_lease(
+    tmp_path, simulated, store_url
+):
+    """Two installations (two BIP_HOMEs, as two machines would have) share one store and one registry:
+    while one retrains, the other is refused; killed with SIGKILL, the first frees the lease when it
+    runs out, and the next retrain marks its run KILLED and goes ahead."""
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first, second = (
+        Home(load_settings(home=tmp_path / name, database_url=store_url, mlflow_tracking_uri=tracking), simulated)
+        for name in ("first", "second")
+    )
+    for home in (first, second):
+        home.settings.home.mkdir()
+    first.ingest_round(ROUND_1)
+    s = first.settings
+    train(load(s.store_url), s.tracking_uri, s.artifact_root, s.experiment, s.model_name, small_train_config(1))
+    first.ingest_round(ROUND_2)
+    before = store_state(first.settings)
+    lease = {"BIP_DATABASE_URL": store_url, "MLFLOW_TRACKING_URI": tracking, "BIP_LOCK_LEASE_SECONDS": "3"}
+    process = retrain_process({**first.env, **lease})
     try:
-        run_id = wait_for_running_retrain(home.settings, process)
-        # While it trains, a second retrain is refused, in-process and from the command line.
-        with pytest.raises(LockHeld, match=f"pid {process.pid}: retrain"):
-            home.retrain()
-        assert "decision" not in run_of(home.settings, run_id).data.tags  # still training
+        run_id = wait_for_running_retrain(first.settings, process)
+        refused = subprocess.run(
+            [sys.executable, "-c", "from bip.cli import main; main()", "retrain"],
+            capture_output=True,
+            text=True,
+            env={**second.env, **lease},
+            cwd=REPO,
+            timeout=300,
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert f"another process holds the retrain lock (pid {process.pid}: retrain" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert "decision" not in run_of(first.settings, run_id).data.tags  # the first still trains
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
+    assert first.champion() == 1 and first.versions() == [1]
+    assert store_state(first.settings) == before
+    # Until its lease runs out, the dead holder still holds it; then the second installation goes ahead.
+    with pytest.raises(LockHeld, match=f"pid {process.pid}: retrain"):
+        second.retrain()
+    time.sleep(3.5)
+    outcome = second.retrain()
+    assert run_of(second.settings, run_id).info.status == "KILLED"
+    assert outcome.promoted and second.champion() == 2
+
+
+def test_a_busy_registry_lock_keeps_the_champion_and_tags_no_promotion(home, monkeypatch):
+    """The registry lock stays held past the wait: the retrain ends normally, decides "not promoted",
+    and the registered challenger is not tagged as promoted."""
+    import training.lifecycle
+
+    monkeypatch.setattr(training.lifecycle, "REGISTRY_LOCK_WAIT_SECONDS", 0.5)
+    home.ingest_round(ROUND_2)
+    with exclusive(home.settings.store_url, "registry", "a promotion by hand"):
+        outcome = home.retrain()
+    assert not outcome.promoted and outcome.decision.startswith("not promoted: promotion of")
+    assert "a promotion by hand" in outcome.decision
+    assert home.champion() == 1 and outcome.challenger_version == 2
+    tags = registry.client(home.settings.tracking_uri).get_model_version(home.settings.model_name, "2").tags
+    assert tags["decision"] == outcome.decision
+    assert run_of(home.settings, outcome.run_id).data.tags["decision"] == outcome.decision
+
+
+def closed_port_env(home: Home) -> dict[str, str]:
+    """The installation's environment with its registry at a port nothing listens on, failing fast."""
+    return {
+        **home.env,
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    }
+
+
+def test_an_unreachable_registry_is_an_error_not_no_champion(home):
+    s = home.settings
+    down = f"http://127.0.0.1:{free_port()}"
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        with pytest.raises(registry.RegistryUnavailable, match="could not be read"):
+            registry.champion_version(s.model_name, tracking_uri=down)
+    finally:
+        del os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    assert registry.champion_version("no-such-model", tracking_uri=s.tracking_uri) is None
+    assert registry.champion_version(s.model_name, alias="no-such-alias", tracking_uri=s.tracking_uri) is None
+
+
+def test_an_unreachable_registry_stops_train_and_retrain_and_moves_no_alias(home):
+    home.ingest_round(ROUND_2)
+    env = closed_port_env(home)
+    for command in (["retrain"], ["train", "--n-boot", "5"]):
+        stopped = subprocess.run(
+            [sys.executable, "-c", "from bip.cli import main; main()", *command],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=600,
+        )
+        assert stopped.returncode == 3, (command, stopped.stderr[-2000:])
+        assert f"{env['MLFLOW_TRACKING_URI']}" in stopped.stderr and "failed" in stopped.stderr
     assert home.champion() == 1 and home.versions() == [1]
-    assert store_state(home.settings) == before
-    with exclusive(home.settings.lock_folder / "retrain.lock", "test"):  # the kill released the lock
-        second = home.bip("retrain")  # and the command line is refused while someone holds it
-    assert second.returncode == 2 and "another process holds" in second.stderr and "test" in second.stderr
-    # The next retrain marks the killed run and goes ahead.
-    outcome = home.retrain()
-    assert run_of(home.settings, run_id).info.status == "KILLED"
-    assert outcome.promoted and home.champion() == 2
+
+
+def test_a_crashed_retrain_job_reports_failed_with_exit_code_3(home, monkeypatch):
+    """A retrain whose store is broken (not a database) crashes: exit code 3, job state "failed"."""
+    from serving.admin import job_status, start_retrain
+
+    broken = home.settings.home / "broken.db"
+    broken.write_bytes(b"this is not a database" * 100)
+    for key, value in home.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("BIP_DATABASE_URL", f"sqlite:///{broken}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", home.settings.tracking_uri)
+    job = start_retrain(home.settings, dry_run=False)
+    status = wait_for(lambda: (s := job_status(home.settings, job))["status"] != "running" and s, 120, "the job to end")
+    assert (status["status"], status["exit_code"], status["outcome"]) == ("failed", 3, None), status["log_tail"]
+    assert "not a database" in status["log_tail"]
+    assert home.champion() == 1 and home.versions() == [1]
 
 
 # --- the running service and the admin endpoints -----------------------------------------------------
@@ -303,7 +406,7 @@ def test_service_serves_new_champion_and_admin_needs_the_token(server):
         "the retrain job to end",
         interval=1,
     )
-    assert done["status"] in ("succeeded", "rejected"), done["log_tail"]
+    assert done["status"] == "kept", done["log_tail"]  # a dry run moves nothing
     assert done["outcome"]["decision"].startswith("dry run") and done["outcome"]["champion_version"] == 1
     assert client.get("/admin/jobs/nope", headers=admin).status_code == 404
     assert home.champion() == 1
@@ -323,30 +426,41 @@ def test_admin_endpoints_are_off_without_a_token(tmp_path):
     assert on.post("/retrain", json={"dry_run": "maybe"}, headers={"Authorization": "Bearer t"}).status_code == 422
 
 
-def test_a_job_refused_by_the_lock_reports_it(tmp_path):
-    """A job's status comes from its files: exit code 2 (a user error such as the lock) is "refused",
-    with the log's last lines saying why; nothing outside the jobs folder is reachable."""
-    from fastapi.testclient import TestClient
+def test_a_job_state_means_one_thing(tmp_path):
+    """A job's status comes from its files: running or lost until an exit code is written; then promoted
+    (0 and the alias moved), kept (0 otherwise, or 1: a gate failed) or failed (2: a usage or data error
+    such as the lock, 3: a crash), with the log's last lines saying why; nothing outside the jobs folder
+    is reachable."""
+    from serving.admin import JOB_STATES, job_folder, job_state, job_status
 
-    from serving.admin import create_admin_app, job_folder
-
-    settings = isolated_settings(tmp_path, admin_token="t")
+    settings = isolated_settings(tmp_path)
     folder = job_folder(settings, "20261128T000000-abc")
     folder.mkdir(parents=True)
     (folder / "request.json").write_text(json.dumps({"dry_run": False, "command": ["retrain"]}))
-    (folder / "log.txt").write_text("error: retrain refused: another process holds retrain.lock (pid 7: retrain)\n")
-    app = TestClient(create_admin_app(lambda: settings))
-    admin = {"Authorization": "Bearer t"}
+    (folder / "log.txt").write_text("error: retrain refused: another process holds the retrain lock (pid 7)\n")
     (folder / "pid").write_text(str(os.getpid()))  # a process that runs
-    assert app.get(f"/jobs/{folder.name}", headers=admin).json()["status"] == "running"
+    assert job_status(settings, folder.name)["status"] == "running"
     (folder / "pid").write_text("999999999")  # none does: the server stopped before the job ended
-    assert app.get(f"/jobs/{folder.name}", headers=admin).json()["status"] == "lost"
+    assert job_status(settings, folder.name)["status"] == "lost"
     (folder / "exit_code").write_text("2")
-    status = app.get(f"/jobs/{folder.name}", headers=admin).json()
-    assert (status["status"], status["exit_code"], status["outcome"]) == ("refused", 2, None)
+    status = job_status(settings, folder.name)
+    assert (status["status"], status["exit_code"], status["outcome"]) == ("failed", 2, None)
     assert "another process holds" in status["log_tail"]
+    (folder / "outcome.json").write_text(json.dumps({"promoted": True, "decision": "promoted"}))
+    (folder / "exit_code").write_text("0")
+    assert job_status(settings, folder.name)["status"] == "promoted"
+    assert [job_state(code, {"promoted": False}, False) for code in (0, 1, 2, 3, -9)] == [
+        "kept",
+        "kept",
+        "failed",
+        "failed",
+        "failed",
+    ]
+    assert set(JOB_STATES) == {"running", "promoted", "kept", "failed", "lost"}
     for name in ("..", ".hidden", "missing"):
-        assert app.get(f"/jobs/{name}", headers=admin).status_code == 404
+        with pytest.raises(HTTPException) as missing:
+            job_status(settings, name)
+        assert missing.value.status_code == 404
 
 
 def test_simulated_extracts_arrive_round_after_round(tmp_path):

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from features.catalogue import INDICATOR_CODES
 from features.feature_catalogue import ID_COLUMNS
 
 CITIZENS = 600
@@ -44,7 +45,7 @@ def bip(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Iterator[Trained]:
-    from features.simulator import load_scenario, merge, simulate_to_folder
+    from simulator.simulation import load_scenario, merge, simulate_to_folder
 
     root = tmp_path_factory.mktemp("training")
     data = root / "data"
@@ -56,7 +57,8 @@ def trained(tmp_path_factory) -> Iterator[Trained]:
         patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
         for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "BIP_MODEL_NAME", "BIP_MODEL_ALIAS", "BIP_EXPERIMENT"):
             patch.delenv(name, raising=False)
-        output = bip("train", "--data", str(data), "--n-boot", "30")
+        truth = data.with_name("data-truth")  # where the simulator wrote it
+        output = bip("train", "--data", str(data), "--truth", str(truth), "--n-boot", "30")
         yield Trained(root / "home", data, tracking_uri, output)
 
 
@@ -101,6 +103,10 @@ def test_runs_hold_plots_tables_and_the_catalogue(client):
     listed = {f.path for f in client.list_artifacts(runs["xgboost_monotone"].info.run_id)}
     assert {"reliability_cv.png", "reliability_oot.png", "grid_search.csv", "fairness_cv.csv"} <= listed
     assert {"shap_beeswarm.png", "importance_by_indicator.png", "importance_by_indicator.csv"} <= listed
+    # shap's own plots: a dependence plot per indicator and waterfalls labelled by example, not by citizen.
+    assert {f"shap_dependence_{code}.png" for code in INDICATOR_CODES} <= listed
+    assert {f"shap_waterfall_example_{k}.png" for k in (1, 2, 3)} <= listed
+    assert int(runs["xgboost_monotone"].data.params["shap_sample_rows"]) > 0
     logit = {f.path for f in client.list_artifacts(runs["logit"].info.run_id)}
     assert "reliability_oot.png" in logit and "shap_beeswarm.png" not in logit
     parent = {f.path for f in client.list_artifacts(runs["train"].info.run_id)}
@@ -126,13 +132,13 @@ def test_the_refitted_candidate_is_registered_as_champion(trained):
 
 def test_champion_loads_predicts_and_explains_on_the_calibrated_log_odds(trained, monkeypatch):
     import mlflow
+    from mlflow.artifacts import download_artifacts
 
     from features.build import build_features
     from features.contract import read_dataset
-    from training.model import expit, load_model
+    from training.model import expit, load_model, model_source
 
-    mlflow.set_tracking_uri(trained.tracking_uri)
-    model = load_model(CHAMPION_URI)
+    model = load_model(CHAMPION_URI, trained.tracking_uri)
     frame = build_features(read_dataset(trained.data)[0])
     X = model.matrix(frame)
     log_odds = model.log_odds(X)
@@ -143,14 +149,22 @@ def test_champion_loads_predicts_and_explains_on_the_calibrated_log_odds(trained
     a, b = model.calibration
     np.testing.assert_allclose(log_odds, a * model.margin(X) + b)
     assert model.metrics["cv_roc_auc"] > 0.5 and model.training_fingerprint["rows"] == len(frame)
-    pyfunc = mlflow.pyfunc.load_model(CHAMPION_URI)
+    files = download_artifacts(
+        artifact_uri=model_source(CHAMPION_URI, trained.tracking_uri), tracking_uri=trained.tracking_uri
+    )
+    pyfunc = mlflow.pyfunc.load_model(files)
     np.testing.assert_allclose(np.asarray(pyfunc.predict(frame)).ravel(), model.probability(X), rtol=1e-6)
 
 
 def test_retraining_registers_a_new_version_and_leaves_the_champion(trained):
+    import os
+
+    import mlflow
+
     from features.contract import read_dataset
+    from training.config import TrainConfig
     from training.registry import champion_version
-    from training.train import TrainConfig, train
+    from training.train import train
 
     config = TrainConfig(
         folds=2, n_boot=5, models=("xgboost_monotone",), xgboost_grid=({"max_depth": 3, "learning_rate": 0.1},)
@@ -165,6 +179,9 @@ def test_retraining_registers_a_new_version_and_leaves_the_champion(trained):
     )
     assert outcome.model_version == 2 and not outcome.champion_set
     assert champion_version(MODEL, tracking_uri=trained.tracking_uri) == 1
+    # Training worked on the URI it was given and left MLflow's process-wide one alone.
+    assert mlflow.get_tracking_uri() != trained.tracking_uri
+    assert os.environ.get("MLFLOW_TRACKING_URI") != trained.tracking_uri
 
 
 def test_predict_writes_one_row_per_measurement_with_top_indicators(trained, tmp_path, monkeypatch):
@@ -190,9 +207,23 @@ def test_evaluate_writes_metrics_with_intervals(trained, tmp_path, monkeypatch):
     monkeypatch.setenv("BIP_HOME", str(trained.home))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.tracking_uri)
     out = tmp_path / "metrics.json"
-    bip("evaluate", "--data", str(trained.data), "--out", str(out), "--n-boot", "20")
+    truth = str(trained.data.with_name("data-truth"))
+    bip("evaluate", "--data", str(trained.data), "--truth", truth, "--out", str(out), "--n-boot", "20")
     report = json.loads(out.read_text())
     metrics = report["metrics"]
     assert metrics["test_roc_auc_low"] <= metrics["test_roc_auc"] <= metrics["test_roc_auc_high"]
     assert {"test_ece", "test_brier", "test_truth_roc_auc", "test_fairness_max_auc_gap"} <= set(metrics)
     assert report["fairness"]
+    # The truth is read only where it is given: not found beside the data by itself.
+    bip("evaluate", "--data", str(trained.data), "--out", str(out), "--n-boot", "20")
+    assert "test_truth_roc_auc" not in json.loads(out.read_text())["metrics"]
+
+
+def test_a_truth_folder_without_true_probabilities_is_a_user_error(trained, tmp_path, monkeypatch):
+    from bip.cli import build_app
+
+    monkeypatch.setenv("BIP_HOME", str(trained.home))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.tracking_uri)
+    args = ["evaluate", "--data", str(trained.data), "--truth", str(tmp_path), "--out", str(tmp_path / "m.json")]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code != 0 and "true_probabilities.csv" in result.output

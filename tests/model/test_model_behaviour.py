@@ -16,10 +16,12 @@ import pytest
 from features.build import build_features
 from features.catalogue import INDICATOR_CODES, SCORE_MAX
 from features.dataset import Dataset
-from features.simulator import load_scenario, merge, simulate
-from training.evaluation import importance_by_indicator
+from simulator.simulation import load_scenario, merge, simulate
+from training.config import TrainConfig
+from training.data import with_weights
+from training.evaluation import importance_by_indicator, truth_of
 from training.model import JobChanceModel
-from training.train import TrainConfig, fit_job_chance_model, truth_of, with_weights
+from training.train import fit_job_chance_model
 
 CITIZENS = 2000
 SEED = 5

@@ -38,7 +38,7 @@ from experiments.person_rounds import LATENT_INDICATORS, day_number
 from experiments.report import DEFAULT_EXPERIMENT
 from features.catalogue import GROUPS, PATTERNS
 from features.contract import write_dataset
-from features.simulator import load_scenario, merge, simulate, target_matrix
+from simulator.simulation import load_scenario, merge, simulate, target_matrix
 
 CITIZENS, SEED = 4000, 2013
 K_CHECKS = 21  # interval checks in this file: 15 on the default scenario, 6 on the changed one

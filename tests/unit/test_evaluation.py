@@ -21,7 +21,6 @@ from training.evaluation import (
     metric_values,
     reliability_plot,
     reliability_table,
-    shap_plots,
     threshold_for_top_share,
 )
 
@@ -248,22 +247,7 @@ def test_importance_rejects_contributions_with_a_bias_column() -> None:
         importance_by_indicator(np.zeros((2, 3)), ["a", "b"], {})
 
 
-def test_plots_write_png_files(tmp_path) -> None:
+def test_reliability_plot_writes_a_png_file(tmp_path) -> None:
     y, p, _ = simulated(200, 1, seed=4)
     path = reliability_plot(y, p, np.ones_like(p), tmp_path / "plots" / "reliability.png", title="test")
     assert path.read_bytes().startswith(PNG_SIGNATURE)
-
-    rng = np.random.default_rng(5)
-    contributions = rng.normal(size=(50, 3))
-    X = pd.DataFrame({"cit_a": rng.uniform(size=50), "cw_a": rng.uniform(size=50), "origin": ["dk"] * 50})
-    paths = shap_plots(
-        contributions,
-        X.to_numpy(),
-        ["cit_a", "cw_a", "origin"],
-        {"cit_a": "a", "cw_a": "a"},
-        {"a": "Indicator A", "origin": "Origin"},
-        tmp_path / "shap",
-    )
-    assert [path.name for path in paths] == ["shap_beeswarm.png", "importance_by_indicator.png"]
-    for path in paths:
-        assert path.stat().st_size > 1000 and path.read_bytes().startswith(PNG_SIGNATURE)

@@ -1,11 +1,8 @@
-"""The retrain gates, the window start and the locks, as pure pieces."""
+"""The retrain gates and the window start, as pure pieces (the locks: tests/integration/test_locks.py)."""
 
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -21,7 +18,6 @@ from training.lifecycle import (
     gate_fairness,
     window_start,
 )
-from training.locks import LockHeld, exclusive
 
 GATES = Gates(auc_margin=0.02, max_auc_drop=0.08, max_ece=0.05, fairness_margin=0.05)
 
@@ -81,28 +77,3 @@ def test_window_starts_where_the_champion_learnt_outcomes_through():
     assert window_start({"last_measured_on": "2015-09-30"}, 12) == pd.Timestamp("2014-09-30")
     with pytest.raises(RetrainError):
         window_start({}, 12)
-
-
-HOLD = """
-import sys, time
-from training.locks import exclusive
-with exclusive(sys.argv[1], "holder"):
-    print("held", flush=True)
-    time.sleep(120)
-"""
-
-
-def test_lock_refuses_a_second_holder_and_is_free_once_the_holder_dies(tmp_path):
-    path = tmp_path / "locks" / "retrain.lock"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(LockHeld, match=f"pid {holder.pid}: holder"), exclusive(path, "second"):
-            pass
-        holder.kill()  # no clean-up runs: the kernel drops the lock with the process
-        holder.wait(30)
-        with exclusive(path, "after", wait_seconds=5):
-            assert path.read_text().startswith(f"pid {os.getpid()}: after")
-    finally:
-        holder.kill()
-        holder.wait(30)

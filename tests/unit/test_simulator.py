@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.simulator import load_scenario, merge, simulate, truth_folder
+from simulator.simulation import load_scenario, merge, simulate, truth_folder
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,13 @@ Citizens carry latent indicator levels that move with the interventions of the l
 (and decline without any); caseworkers differ in effectiveness and job orientation, rate their
 belief in a job, and change now and then; the chance of a job or education in each round depends
 on the current state, including a non-additive bonus for a job-oriented intervention combined with
-another group. The planted parameters live in a scenario YAML (features/scenarios/default.yaml).
+another group. The planted parameters live in a scenario YAML (simulator/scenarios/default.yaml).
 
 Beside the dataset (never inside it) the simulator writes each measurement's true probability of a
 job or education within the horizon, by Monte Carlo over the future from the simulated state.
+
+About 500 lines in one module on purpose: every step reads and advances the same `State` under the
+same scenario, so the quarter-by-quarter story reads top to bottom in one place.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from features.build import truncate_dataset
 from features.catalogue import (
     CASEWORKER_COLUMNS,
     CITIZEN_COLUMNS,
@@ -33,6 +37,7 @@ from features.catalogue import (
     ORIGINS,
     PATTERNS,
 )
+from features.contract import write_dataset
 from features.dataset import Dataset, canonical
 
 DEFAULT_SCENARIO = Path(__file__).parent / "scenarios" / "default.yaml"
@@ -476,9 +481,6 @@ def extract_dates(dataset: Dataset) -> list[date]:
 
 def write_extracts(dataset: Dataset, out: Path, fmt: str = "csv") -> list[Path]:
     """The dataset as the job centre's consecutive exports would arrive: one full extract per quarter end."""
-    from features.build import truncate_dataset
-    from features.contract import write_dataset
-
     folders = []
     for day in extract_dates(dataset):
         folder = Path(out) / f"extract_{day.isoformat()}"
@@ -497,8 +499,6 @@ def simulate_to_folder(
     extracts: bool = False,
 ) -> str:
     """Simulate, write the dataset to `out` (or quarterly extracts under it) and the truth beside it."""
-    from features.contract import write_dataset
-
     out = Path(out)
     sim = simulate(citizens=citizens, seed=seed, scenario=scenario, horizon_months=horizon_months)
     if extracts:

@@ -1,0 +1,31 @@
+"""What a training run is parametrised by (`TrainConfig`) and the model families it can fit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODEL_NAMES: tuple[str, ...] = ("xgboost_monotone", "xgboost", "logit", "background_only", "hist_gradient_boosting")
+CHAMPION_CANDIDATE = "xgboost_monotone"
+XGBOOST_GRID: tuple[dict[str, float], ...] = tuple(
+    {"max_depth": depth, "learning_rate": rate} for depth in (3, 4) for rate in (0.05, 0.1)
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything training is parametrised by; the CLI fills it from its options."""
+
+    horizon_months: int = 12
+    seed: int = 2013
+    folds: int = 5
+    out_of_time_share: float = 0.2
+    inner_share: float = 0.2
+    max_rounds: int = 600
+    early_stopping_rounds: int = 30
+    n_boot: int = 200
+    n_jobs: int = 1
+    shap_rows: int = 2000
+    fairness_top_share: float = 0.2
+    models: tuple[str, ...] = MODEL_NAMES
+    xgboost_grid: tuple[dict[str, float], ...] = XGBOOST_GRID
+    weighting: str = "dropout"  # "dropout": `follow_up_weights`; "pooled": build_features' ipcw_weight

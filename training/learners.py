@@ -1,0 +1,237 @@
+"""The model families training compares, each a `Learner`: its grid and how to fit one grid point,
+early-stopped on validation rows when they are given.
+
+The XGBoost parameters (`xgboost_params`) and the early-stopped boosting (`boosted`) are shared with
+xgboost.dask (training/distributed.py), so both paths fit the champion candidate the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from training.config import TrainConfig
+
+LOGIT_GRID: tuple[dict[str, float], ...] = ({"C": 0.01}, {"C": 0.1})
+HGB_GRID: tuple[dict[str, float], ...] = ({"max_leaf_nodes": 7, "learning_rate": 0.1},)
+
+
+class Predictor(Protocol):
+    def margin(self, X: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Rows held out to choose a grid point and stop boosting early."""
+
+    X: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+
+
+@dataclass(frozen=True)
+class BoosterPredictor:
+    booster: xgb.Booster
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.inplace_predict(X, predict_type="margin"), dtype=float)
+
+
+@dataclass(frozen=True)
+class SklearnPredictor:
+    estimator: Any
+    columns: np.ndarray | None = None
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.estimator.decision_function(X if self.columns is None else X[:, self.columns]))
+
+
+@dataclass(frozen=True)
+class Learner:
+    """One model family: its grid and how to fit a grid point (early-stopped when `valid` is given).
+
+    `fit` returns the predictor and the parameters it ended with (the number of trees when early
+    stopping chose it), so that a refit without validation rows can reuse them.
+    """
+
+    name: str
+    grid: tuple[dict[str, float], ...]
+    fit: Callable[[np.ndarray, np.ndarray, np.ndarray, dict[str, Any], Validation | None], tuple[Predictor, dict]]
+    booster: bool = False
+
+
+def xgboost_params(monotone: Sequence[int] | None, config: TrainConfig) -> dict[str, Any]:
+    """The fixed XGBoost parameters (a grid point goes on top); `monotone` +1 entries constrain those
+    columns. One place for the in-memory learners and xgboost.dask (training/distributed.py)."""
+    fixed: dict[str, Any] = {
+        "objective": "binary:logistic",
+        "eval_metric": "logloss",
+        "tree_method": "hist",
+        "max_bin": 64,
+        "min_child_weight": 2.0,
+        "subsample": 0.8,
+        "colsample_bytree": 0.8,
+        "reg_lambda": 1.0,
+        "nthread": config.n_jobs,
+        "seed": config.seed,
+    }
+    if monotone is not None:
+        fixed["monotone_constraints"] = "(" + ",".join(str(int(m)) for m in monotone) + ")"
+    return fixed
+
+
+@dataclass(frozen=True)
+class Boosted:
+    """A booster cut at the round it ended with, that round count, and (early-stopped) its validation
+    log loss there."""
+
+    booster: xgb.Booster
+    rounds: int
+    valid_log_loss: float = float("nan")
+
+
+def boosted(
+    train: Callable[..., Any], params: Mapping[str, Any], matrix: Any, config: TrainConfig, check: Any = None
+) -> Boosted:
+    """The early-stopped fit, for xgboost.train and xgboost.dask.train (bound to its client) alike.
+
+    With `check` (a matrix of held-out rows): boosted up to `config.max_rounds`, stopped when the
+    weighted log loss on `check` has not improved for `config.early_stopping_rounds` rounds, and cut
+    at its best round. Without: `params["n_estimators"]` rounds (a refit with the chosen count).
+    """
+    grid_point = {k: v for k, v in params.items() if k != "n_estimators"}
+    if check is None:
+        result = train(grid_point, matrix, num_boost_round=int(params["n_estimators"]))
+    else:
+        result = train(
+            grid_point,
+            matrix,
+            num_boost_round=config.max_rounds,
+            evals=[(check, "valid")],
+            early_stopping_rounds=config.early_stopping_rounds,
+            verbose_eval=False,
+        )
+    booster = result["booster"] if isinstance(result, dict) else result  # xgboost.dask adds the history
+    if check is None:
+        return Boosted(booster, booster.num_boosted_rounds())
+    rounds = booster.best_iteration + 1
+    return Boosted(booster[:rounds], rounds, float(booster.best_score))
+
+
+def xgboost_learner(
+    name: str, monotone: Sequence[int] | None, feature_names: Sequence[str], config: TrainConfig
+) -> Learner:
+    """XGBoost (hist) on the full matrix; `monotone` +1 entries constrain those columns."""
+    fixed = xgboost_params(monotone, config)
+
+    def fit(X, y, w, params, valid):
+        # Matrices without feature names: XGBoost re-reads the names every round, which costs more than
+        # the boosting itself at this size; the names are put on the finished booster instead.
+        train = xgb.DMatrix(X, label=y, weight=w, missing=np.nan)
+        check = None if valid is None else xgb.DMatrix(valid.X, label=valid.y, weight=valid.w, missing=np.nan)
+        fitted = boosted(xgb.train, {**fixed, **params}, train, config, check)
+        fitted.booster.feature_names = list(feature_names)
+        grid_point = {k: v for k, v in params.items() if k != "n_estimators"}
+        return BoosterPredictor(fitted.booster), {**grid_point, "n_estimators": fitted.rounds}
+
+    return Learner(name, config.xgboost_grid, fit, booster=True)
+
+
+def logit_learner(name: str, columns: np.ndarray | None) -> Learner:
+    """Logistic regression with median imputation plus missing indicators and standardisation."""
+
+    def fit(X, y, w, params, valid):
+        pipeline: Pipeline = make_pipeline(
+            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+            StandardScaler(),
+            LogisticRegression(C=params["C"], max_iter=2000),
+        )
+        pipeline.fit(X if columns is None else X[:, columns], y, logisticregression__sample_weight=w)
+        return SklearnPredictor(pipeline, columns), dict(params)
+
+    return Learner(name, LOGIT_GRID, fit)
+
+
+def quantile_edges(X: np.ndarray, bins: int) -> list[np.ndarray | None]:
+    """Per column, inner quantile edges when it has more than `bins` distinct values, else None."""
+    edges: list[np.ndarray | None] = []
+    for column in X.T:
+        known = column[~np.isnan(column)]
+        many = len(known) and len(np.unique(known)) > bins
+        edges.append(np.unique(np.quantile(known, np.linspace(0, 1, bins + 1)[1:-1])) if many else None)
+    return edges
+
+
+def quantized(X: np.ndarray, edges: Sequence[np.ndarray | None]) -> np.ndarray:
+    """`X` with each column that has edges replaced by its bin number (NaN stays NaN)."""
+    out = X.copy()
+    for j, cut in enumerate(edges):
+        if cut is not None:
+            out[:, j] = np.where(np.isnan(X[:, j]), np.nan, np.searchsorted(cut, X[:, j], side="right"))
+    return out
+
+
+@dataclass(frozen=True)
+class BinnedPredictor:
+    estimator: Any
+    edges: list[np.ndarray | None]
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.estimator.decision_function(quantized(X, self.edges)))
+
+
+def hgb_learner(name: str, config: TrainConfig, bins: int = 64) -> Learner:
+    """scikit-learn's HistGradientBoostingClassifier, early-stopped on the validation rows.
+
+    Columns are binned here first (unweighted quantiles of the fitting rows, as XGBoost's `hist`
+    does): with sample weights, scikit-learn bins each many-valued column with one weighted
+    percentile per bin edge, which takes longer than the boosting.
+    """
+
+    def fit(X, y, w, params, valid):
+        edges = quantile_edges(X, bins)
+        grid_point = {k: v for k, v in params.items() if k != "n_estimators"}
+        common = {"random_state": config.seed, "l2_regularization": 1.0, **grid_point}
+        if valid is None:
+            model = HistGradientBoostingClassifier(max_iter=int(params["n_estimators"]), early_stopping=False, **common)
+            model.fit(quantized(X, edges), y, sample_weight=w)
+            return BinnedPredictor(model, edges), dict(params)
+        model = HistGradientBoostingClassifier(
+            max_iter=config.max_rounds,
+            early_stopping=True,
+            n_iter_no_change=config.early_stopping_rounds,
+            scoring="loss",
+            **common,
+        )
+        check = quantized(valid.X, edges)
+        model.fit(quantized(X, edges), y, sample_weight=w, X_val=check, y_val=valid.y, sample_weight_val=valid.w)
+        return BinnedPredictor(model, edges), {**grid_point, "n_estimators": int(model.n_iter_)}
+
+    return Learner(name, HGB_GRID, fit)
+
+
+def learners(catalogue: pd.DataFrame, config: TrainConfig) -> dict[str, Learner]:
+    """The model families of a training run, by name, on the columns of `catalogue`."""
+    names = list(catalogue["name"])
+    background = np.flatnonzero(catalogue["kind"].to_numpy() == "background")
+    made = {
+        "xgboost_monotone": xgboost_learner("xgboost_monotone", catalogue["monotone"].tolist(), names, config),
+        "xgboost": xgboost_learner("xgboost", None, names, config),
+        "logit": logit_learner("logit", None),
+        "background_only": logit_learner("background_only", background),
+        "hist_gradient_boosting": hgb_learner("hist_gradient_boosting", config),
+    }
+    unknown = [m for m in config.models if m not in made]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(made)}")
+    return {m: made[m] for m in config.models}

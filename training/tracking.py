@@ -1,0 +1,259 @@
+"""MLflow bookkeeping of a training run, through an `MlflowClient` on an explicit tracking URI.
+
+Nothing here reads or sets MLflow's process-wide tracking URI: every function takes the client (or
+the URI) to work on, so two stores can be used side by side (a test's temporary one, the product's)
+without one leaking into the other. Runs are made with `started_run`; a family's params, metrics,
+plots and tables go into its child run with `log_family`; the model is logged as an MLflow 3 logged
+model with `log_model` and registered with `register_champion_candidate`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from training import evaluation
+from training.config import TrainConfig
+from training.data import fingerprint, labelled_rows
+from training.explanation import explanation_artifacts
+from training.model import JobChanceModel, save_pyfunc
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from training.learners import Learner
+    from training.train import FamilyResult
+    from training.validation import Split
+
+
+def tracking_client(tracking_uri: str) -> MlflowClient:
+    """A client on one tracking server, used as the model registry too."""
+    from training import registry
+
+    return registry.client(tracking_uri)
+
+
+def experiment_id(name: str, artifact_root: Path, tracking_uri: str | None = None) -> str:
+    """The id of experiment `name` at `tracking_uri` (None: MLflow's current one), created when new, its
+    artifacts under `artifact_root` for a local store (`registry.artifact_location`)."""
+    from mlflow import MlflowClient, get_tracking_uri
+
+    from training import registry
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = registry.artifact_location(tracking_uri or get_tracking_uri(), artifact_root, name)
+    return client.create_experiment(name, artifact_location=location)
+
+
+@dataclass(frozen=True)
+class RunLog:
+    """One MLflow run to log into, by client and id."""
+
+    client: MlflowClient
+    run_id: str
+    experiment_id: str
+
+    def params(self, values: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in values.items()])
+
+    def metrics(self, values: Mapping[str, float]) -> None:
+        """The finite values (a metric of one class only is NaN and is left out)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        finite = [Metric(k, float(v), now, 0) for k, v in values.items() if np.isfinite(v)]
+        for start in range(0, len(finite), 1000):  # MLflow takes at most 1000 metrics a batch
+            self.client.log_batch(self.run_id, metrics=finite[start : start + 1000])
+
+    def tags(self, values: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in values.items()])
+
+    def artifacts(self, folder: Path, path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(folder), path)
+
+
+@contextmanager
+def started_run(
+    client: MlflowClient, experiment: str, name: str, parent: RunLog | None = None, run_id: str | None = None
+) -> Iterator[RunLog]:
+    """A new run `name` in `experiment` (a child of `parent`), ended FINISHED, or FAILED when the block
+    raises. With `run_id` (MLFLOW_RUN_ID, set by `mlflow run`), the block logs into that run instead,
+    and `mlflow run`, which made it, ends it."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    if run_id is not None:
+        yield RunLog(client, run_id, client.get_run(run_id).info.experiment_id)
+        return
+    tags = {MLFLOW_PARENT_RUN_ID: parent.run_id} if parent is not None else None
+    run = client.create_run(experiment, run_name=name, tags=tags)
+    try:
+        yield RunLog(client, run.info.run_id, experiment)
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """A model logged by `log_model`: what `registry.register` needs of it. `model_uri` is where its
+    files lie: MLflow resolves a `models:/<model id>` source through its process-wide URI (a TODO in
+    its SQL registry store), so the version is registered from the storage location itself."""
+
+    model_uri: str
+    run_id: str
+    model_id: str
+
+
+def log_model(run: RunLog, model: JobChanceModel, folder: Path, name: str = "model") -> LoggedModel:
+    """`model` as an MLflow 3 logged model of `run` (its pyfunc files written under `folder` first)."""
+    from mlflow.entities import LoggedModelOutput
+
+    local = save_pyfunc(model, folder)
+    logged = run.client.create_logged_model(run.experiment_id, name=name, source_run_id=run.run_id)
+    try:
+        run.client.log_model_artifacts(logged.model_id, str(local))
+    except BaseException:
+        run.client.finalize_logged_model(logged.model_id, "FAILED")
+        raise
+    run.client.finalize_logged_model(logged.model_id, "READY")
+    run.client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, 0)])
+    return LoggedModel(logged.artifact_location, run.run_id, logged.model_id)
+
+
+def log_training_data(run: RunLog, split: Split, config: TrainConfig, truth_available: bool, folder: Path) -> None:
+    """The parent run's params (configuration, cutoff, row counts, the data fingerprint: aggregates only)
+    and its feature catalogue and fingerprint files."""
+    data_print = fingerprint(split.full)
+    run.params(
+        {
+            "horizon_months": config.horizon_months,
+            "seed": config.seed,
+            "folds": config.folds,
+            "out_of_time_cutoff": str(split.cutoff.date()),
+            "out_of_time_share": config.out_of_time_share,
+            "n_boot": config.n_boot,
+            "weighting": config.weighting,
+            "models": ",".join(config.models),
+            "xgboost_grid": json.dumps(list(config.xgboost_grid)),
+            **{f"data_{k}": v for k, v in data_print.items()},
+            "training_period_rows": len(split.period),
+            "training_period_labelled_rows": int(labelled_rows(split.period).sum()),
+            "out_of_time_rows": len(split.test),
+            "truth_available": truth_available,
+        }
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    split.encoding.catalogue.to_csv(folder / "feature_catalogue.csv", index=False)
+    (folder / "data_fingerprint.json").write_text(json.dumps(data_print, indent=1))
+    run.artifacts(folder)
+
+
+def family_params(result: FamilyResult, learner: Learner, config: TrainConfig) -> dict[str, Any]:
+    """The params of one family's run: its grid, what it chose and the validation settings."""
+    return {
+        "model": result.name,
+        "grid": json.dumps(list(learner.grid)),
+        "chosen": json.dumps(result.params, sort_keys=True),
+        "calibration": json.dumps(list(result.calibration)),
+        "folds": config.folds,
+        "inner_share": config.inner_share,
+        "early_stopping_rounds": config.early_stopping_rounds,
+        "max_rounds": config.max_rounds,
+    }
+
+
+def explanation_sample(split: Split, config: TrainConfig) -> np.ndarray:
+    """The out-of-time rows (a seeded sample of at most `config.shap_rows`) that the SHAP plots show."""
+    rng = np.random.default_rng(config.seed)
+    return np.sort(rng.choice(len(split.X_test), size=min(config.shap_rows, len(split.X_test)), replace=False))
+
+
+def log_family(run: RunLog, result: FamilyResult, learner: Learner, split: Split, config: TrainConfig, out: Path):
+    """Log one family's params, metrics and artifacts into its (child) run."""
+    run.params(family_params(result, learner, config))
+    run.metrics({**result.metrics, "seconds": result.seconds})
+    out.mkdir(parents=True, exist_ok=True)
+    result.trials.to_csv(out / "grid_search.csv", index=False)
+    for name, table in result.tables.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+    for part, frame, probability, title in (
+        ("cv", split.period, result.cv_probability, "grouped CV (out of fold)"),
+        ("oot", split.test, result.oot_probability, "out of time"),
+    ):
+        rows = labelled_rows(frame)
+        evaluation.reliability_plot(
+            frame["label"].to_numpy(float)[rows],
+            probability[rows],
+            frame["ipcw_weight"].to_numpy(float)[rows],
+            out / f"reliability_{part}.png",
+            title=f"{result.name}: {title}",
+        )
+    if learner.booster:
+        rows = explanation_sample(split, config)
+        X = split.X_test[rows]
+        raw = result.oot_predictor.booster.predict(
+            xgb.DMatrix(X, missing=np.nan), pred_contribs=True, validate_features=False
+        )
+        a, b = result.calibration
+        # On the calibrated log-odds: contributions times the Platt slope, the base shifted by its intercept.
+        contributions = raw * a
+        contributions[:, -1] += b
+        importance, _ = explanation_artifacts(contributions, X, split.encoding.catalogue, out, config.seed)
+        run.params({"shap_sample_rows": len(rows)})
+        run.metrics({f"importance_{k}": float(v) for k, v in importance.items()})
+    run.artifacts(out)
+
+
+def register_champion_candidate(
+    run: RunLog, logged: LoggedModel, model_name: str, tracking_uri: str, alias: str
+) -> tuple[int, bool]:
+    """Register the logged model as a new version of `model_name`, set `alias` on it only when the model
+    has none yet, and tag the run; the version and whether the alias was set."""
+    from training import registry
+
+    version = registry.register(logged, model_name, tags={"train_run": run.run_id}, tracking_uri=tracking_uri)
+    champion_set = registry.champion_version(model_name, alias=alias, tracking_uri=tracking_uri) is None
+    if champion_set:
+        registry.set_champion(model_name, version.version, alias=alias, tracking_uri=tracking_uri)
+    run.tags({"registered_version": str(version.version), "champion_set": str(champion_set)})
+    return int(version.version), champion_set
+
+
+SUMMARY_COLUMNS: dict[str, str] = {
+    "cv_roc_auc": "CV AUC",
+    "cv_brier": "CV Brier",
+    "cv_ece": "CV ECE",
+    "oot_roc_auc": "OOT AUC",
+    "oot_brier": "OOT Brier",
+    "oot_ece": "OOT ECE",
+    "cv_truth_roc_auc": "truth AUC",
+    "cv_mean_abs_diff_truth": "|p-true|",
+    "seconds": "s",
+}
+
+
+def summary_table(metrics: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """One row per model family with the main metrics, short column names (columns no family has
+    are left out)."""
+    rows = {
+        name: {label: values.get(key, np.nan) for key, label in SUMMARY_COLUMNS.items()}
+        for name, values in metrics.items()
+    }
+    return pd.DataFrame(rows).T.dropna(axis=1, how="all")
