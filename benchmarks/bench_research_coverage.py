@@ -141,7 +141,12 @@ def markdown(tables: dict[str, pd.DataFrame], meta: dict[str, Any]) -> str:
         "(95 %). **Bold**: coverage below 90 %.",
     ]
     for name, table in tables.items():
-        lines += ["", f"## Scenario `{name}`", "", "| quantity | planted | mean estimate | bias | sd over seeds | mean se | coverage |"]
+        lines += [
+            "",
+            f"## Scenario `{name}`",
+            "",
+            "| quantity | planted | mean estimate | bias | sd over seeds | mean se | coverage |",
+        ]
         lines.append("|---|---:|---:|---:|---:|---:|---:|")
         for quantity, r in table.iterrows():
             coverage = f"{100 * r['coverage']:.0f} %"

@@ -163,8 +163,8 @@ def sorted_rounds(dataset: Dataset) -> Rounds:
     citizen, citizen_ids = sorted_codes(strings(m["citizen_id"]))
     citizen_row = lookup(strings(dataset.citizens["citizen_id"]), citizen_ids, "citizens.citizen_id")
     if (citizen < 0).any() or (citizen_row < 0).any():
-        unknown = ", ".join(map(str, citizen_ids[citizen_row < 0][:5]))
-        raise ValueError(f"measurements.citizen_id empty or not in citizens: {unknown}")
+        unknown = int((citizen_row < 0).sum())  # a count: citizens' ids stay out of messages
+        raise ValueError(f"measurements.citizen_id empty or not in citizens ({unknown} id(s))")
     day = day_numbers(m["measured_on"])
     if np.isnan(day).any():
         raise ValueError("measurements.measured_on must not be empty")

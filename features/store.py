@@ -397,10 +397,11 @@ def _check_references(conn: Connection, plans: dict[str, _Plan], dataset: dict[s
             if len(missing) and not plans[parent].into_empty:
                 missing = missing[~_isin(missing, _stored_keys(conn, parent, missing))]
             if len(missing):
-                examples = ", ".join(sorted(missing.unique())[:5])
+                # Caseworker ids are shown as examples; citizens' ids never leave the store in a message.
+                examples = "" if parent == "citizens" else f" (e.g. {', '.join(sorted(missing.unique())[:5])})"
                 raise StoreError(
                     f"{name}.{column}: {missing.nunique()} id(s) exist neither in the dataset's {parent} "
-                    f"nor in the store (e.g. {examples}). Add them to {parent} and ingest again; "
+                    f"nor in the store{examples}. Add them to {parent} and ingest again; "
                     "nothing was stored."
                 )
 
@@ -514,7 +515,11 @@ def ingest(
             updated = {name: len(plans[name].changed) for name in TABLES}
             ingest_id = _record_ingest(conn, source, added, updated)
     except exc.IntegrityError as error:
-        raise StoreError(f"The dataset conflicts with the store; nothing was stored. {error.orig}") from error
+        # The driver's text can quote the conflicting key (a citizen id): name the kind of conflict only.
+        raise StoreError(
+            f"The dataset conflicts with the store ({type(error.orig).__name__}: a key or reference rule); "
+            "nothing was stored."
+        ) from error
     except exc.OperationalError as error:
         if url.startswith("sqlite") and _locked_by_another_writer(error):
             raise IngestRunning(_INGEST_RUNNING.format(wait_seconds)) from error
@@ -675,58 +680,3 @@ def as_utc(moment: datetime) -> datetime:
     """A stored moment as an aware UTC datetime (SQLite keeps no time zone; every stored moment is UTC)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
-
-# --- TEMPORARY (lead): the page still calls these until it moves to serving.audit ------------------
-ASSESSMENTS: tuple[str, ...] = ("agree", "higher", "lower")
-_as_utc = as_utc
-_ASSESSMENT_TABLE = Table(
-    "caseworker_assessments",
-    MetaData(),
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("citizen_id", ID_TYPE, nullable=False, index=True),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
-    Column("probability_shown", Float, nullable=False),
-    Column("model_version", String, nullable=False),
-    Column("assessment", String, nullable=False),
-    Column("reason", Text),
-)
-
-
-def record_assessment(
-    url: str,
-    *,
-    citizen_id: str,
-    probability_shown: float,
-    model_version: str,
-    assessment: str,
-    reason: str | None = None,
-    recorded_at: datetime | None = None,
-) -> int:
-    """Store a caseworker's judgement of the probability shown for a citizen; returns its id."""
-    if assessment not in ASSESSMENTS:
-        raise UserError(f"assessment must be one of {', '.join(ASSESSMENTS)}, not {assessment!r}.")
-    if not 0.0 <= probability_shown <= 1.0:
-        raise UserError(f"probability_shown must lie in [0, 1], not {probability_shown}.")
-    table = _ASSESSMENT_TABLE
-    row = {
-        "citizen_id": citizen_id,
-        "recorded_at": _as_utc(recorded_at or datetime.now(UTC)),
-        "probability_shown": float(probability_shown),
-        "model_version": model_version,
-        "assessment": assessment,
-        "reason": reason,
-    }
-    with _write_transaction(url) as conn:
-        table.create(conn, checkfirst=True)
-        return conn.execute(table.insert().values(row).returning(table.c.id)).scalar_one()
-
-
-def assessments(url: str, citizen_id: str) -> list[dict[str, Any]]:
-    """The caseworker assessments recorded for a citizen, oldest first."""
-    table = _ASSESSMENT_TABLE
-    stmt = select(table).where(table.c.citizen_id == citizen_id).order_by(table.c.recorded_at, table.c.id)
-    with _engine(url).connect() as conn:
-        if not inspect(conn).has_table("caseworker_assessments"):
-            return []
-        rows = conn.execute(stmt).mappings().all()
-    return [{**row, "recorded_at": _as_utc(row["recorded_at"])} for row in rows]

@@ -13,8 +13,8 @@ Identity (`BIP_AUTH`):
 - `proxy`: the job centre's single sign-on proxy authenticates and forwards the user and groups in
   headers (`BIP_PROXY_USER_HEADER`, `BIP_PROXY_GROUPS_HEADER`), trusted only from `BIP_TRUSTED_PROXIES`.
   Bearer tokens of the store still work, for other systems.
-- `off`: development only; every request is a developer with every role. The server refuses to start
-  with it unless bound to 127.0.0.1 (`serving.commands`).
+- `off`: development only; every request from this machine is a developer with every role. `bip serve`
+  refuses it unless bound to 127.0.0.1, and requests from any other address are refused anyway.
 
 The middleware also counts requests for Prometheus by route template (never the raw path, which can
 hold a citizen id) and writes the access log line with the template, status and role.
@@ -189,6 +189,13 @@ class Sessions:
 # --- who is asking ------------------------------------------------------------------------------------
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
@@ -221,7 +228,8 @@ class Authenticator:
 
     def principal(self, scope: Scope) -> Principal | None:
         if self.settings.auth == "off":
-            return DEVELOPER
+            # Development only: whatever address the server was bound to, only this machine is let in.
+            return DEVELOPER if _loopback((scope.get("client") or ("", 0))[0]) else None
         headers = _headers(scope)
         authorization = headers.get("authorization", "")
         if authorization:

@@ -61,6 +61,7 @@ from training.tracking import (
     started_run,
     tracking_client,
 )
+from training.train import champion_model
 from training.validation import Encoding, cutoff_of_counts, labelled_dates
 
 if TYPE_CHECKING:
@@ -321,18 +322,9 @@ def train_on_dask(
 
     encoding = learned_encoding(full)
     booster = refit(client, labelled, encoding, choice.params, config)
-    booster.set_param({"nthread": 1})
     data_print = combined_fingerprint(partition_results(full, fingerprint))
-    model = JobChanceModel(
-        booster=booster,
-        feature_names=encoding.feature_names,
-        categories=encoding.categories,
-        calibration=calibration,
-        catalogue=encoding.catalogue,
-        horizon_months=config.horizon_months,
-        training_fingerprint=data_print,
-        metrics={**headline(metrics), **{k: float(v) for k, v in metrics.items() if k.startswith("valid_")}},
-    )
+    carried = {**headline(metrics), **{k: float(v) for k, v in metrics.items() if k.startswith("valid_")}}
+    model = champion_model(booster, encoding, calibration, config, data_print, carried)
     params = {
         "engine": "dask",
         "model": CHAMPION_CANDIDATE,

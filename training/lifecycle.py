@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -45,9 +46,12 @@ from training.evaluation import evaluation_metrics, headline, truth_of
 from training.learners import learners
 from training.locks import Lease, LockHeld, exclusive
 from training.model import JobChanceModel
-from training.tracking import experiment_id
+from training.tracking import RunLog, experiment_id, log_model, started_run, tracking_client
 from training.train import FamilyResult, fit_job_chance_model, train_family
 from training.validation import Split, split_at
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 RETRAIN_RUN = "retrain"
 PROMOTE_RUN = "promote"
@@ -295,13 +299,10 @@ def _move_alias(
 
 def promote(settings: Settings, version: int, reason: str) -> Promotion:
     """Move the alias to `version` by hand (roll back or forward), logged as an MLflow run "promote"."""
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.tracking_uri)
     promotion = _move_alias(settings, version, reason, None, check=False)
-    mlflow.set_experiment(experiment_id=experiment_id(settings.experiment, settings.artifact_root))
-    with mlflow.start_run(run_name=PROMOTE_RUN):
-        mlflow.log_params(
+    experiment = experiment_id(settings.experiment, settings.artifact_root, settings.tracking_uri)
+    with started_run(tracking_client(settings.tracking_uri), experiment, PROMOTE_RUN) as run:
+        run.params(
             {
                 "model_name": promotion.name,
                 "from_version": promotion.from_version,
@@ -313,16 +314,11 @@ def promote(settings: Settings, version: int, reason: str) -> Promotion:
     return promotion
 
 
-def mark_killed_runs(experiment: str) -> list[str]:
+def mark_killed_runs(client: MlflowClient, experiment: str) -> list[str]:
     """Runs named "retrain" still RUNNING: their process died (the caller holds the retrain lock)."""
-    import mlflow
-
-    found = mlflow.search_runs(
-        experiment_ids=[experiment],
-        filter_string=f"attributes.run_name = '{RETRAIN_RUN}' and attributes.status = 'RUNNING'",
-        output_format="list",
+    found = client.search_runs(
+        [experiment], filter_string=f"attributes.run_name = '{RETRAIN_RUN}' and attributes.status = 'RUNNING'"
     )
-    client = mlflow.MlflowClient()
     for run in found:
         client.set_terminated(run.info.run_id, status="KILLED")
     return [run.info.run_id for run in found]
@@ -417,20 +413,19 @@ def retrain_metrics(comparison: Comparison, challenger: FamilyResult, drift: pd.
 
 
 def register_challenger(
-    settings: Settings, full: pd.DataFrame, challenger: FamilyResult, config: TrainConfig, run_id: str, decision: str
+    settings: Settings, full: pd.DataFrame, challenger: FamilyResult, config: TrainConfig, run: RunLog, decision: str
 ) -> int:
-    """The challenger's recipe refitted on all of `full`, logged into the active run and registered
-    (tagged with the run and the decision); its version."""
+    """The challenger's recipe refitted on all of `full`, logged into `run` and registered (tagged with
+    the run and the decision); its version."""
     from training import registry
-    from training.model import log_pyfunc
 
     model = fit_job_chance_model(full, challenger.params, challenger.calibration, config, headline(challenger.metrics))
     with tempfile.TemporaryDirectory() as tmp:
-        info = log_pyfunc(model, "model", Path(tmp) / "pyfunc")
+        logged = log_model(run, model, Path(tmp))
     version = registry.register(
-        info,
+        logged,
         settings.model_name,
-        tags={"retrain_run": run_id, "decision": decision},
+        tags={"retrain_run": run.run_id, "decision": decision},
         tracking_uri=settings.tracking_uri,
     )
     return int(version.version)
@@ -463,14 +458,12 @@ def retrain(
     truth: pd.DataFrame | None = None,
 ) -> RetrainOutcome:
     """Challenger against champion on the window, gates, and (not `dry_run`) register and promote."""
-    import mlflow
-
     start = time.perf_counter()
     config = replace(config, models=(CHAMPION_CANDIDATE,))
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = tracking_client(settings.tracking_uri)
     with exclusive(settings.store_url, "retrain", "retrain", lease_seconds=settings.lock_lease_seconds) as held:
-        experiment = experiment_id(settings.experiment, settings.artifact_root)
-        killed = mark_killed_runs(experiment)
+        experiment = experiment_id(settings.experiment, settings.artifact_root, settings.tracking_uri)
+        killed = mark_killed_runs(client, experiment)
         champion_version, champion = load_current_champion(settings)
         if champion.horizon_months != config.horizon_months:
             raise RetrainError(
@@ -485,11 +478,12 @@ def retrain(
         trained_through = pd.Timestamp(str(champion.training_fingerprint.get("last_measured_on") or since.date()))
         drift = round_drift(dataset, trained_through)
         project_run = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into the run it made
-        if project_run is None:
-            mlflow.set_experiment(experiment_id=experiment)
-        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=project_run, run_name=RETRAIN_RUN) as run:
-            mlflow.set_tags({"dry_run": str(dry_run), "champion_version": str(champion_version)})
-            mlflow.log_params(
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            started_run(client, experiment, RETRAIN_RUN, run_id=project_run) as run,
+        ):
+            run.tags({"dry_run": str(dry_run), "champion_version": str(champion_version)})
+            run.params(
                 {
                     **{f"gate_{k}": v for k, v in asdict(gates).items()},
                     **{f"window_{k}": v for k, v in window.items()},
@@ -508,24 +502,24 @@ def retrain(
             comparison = compare_on_window(split, challenger, champion, truth, config, gates)
             passed = all(g.passed for g in comparison.gates)
             metrics = retrain_metrics(comparison, challenger, drift)
-            mlflow.log_metrics(metrics)
+            run.metrics(metrics)
             tables = {"drift": drift, **comparison.tables, "grid_search": challenger.trials}
             _log_window_tables(Path(tmp) / "retrain", tables)
             (Path(tmp) / "retrain" / "gates.json").write_text(
                 json.dumps([asdict(g) for g in comparison.gates], indent=1)
             )
-            mlflow.log_artifacts(str(Path(tmp) / "retrain"), "retrain")
+            run.artifacts(Path(tmp) / "retrain", "retrain")
             decision, challenger_version, promoted = decision_of(passed, dry_run), None, False
             # A challenger whose scores rank the wrong way round (calibration slope <= 0) is no model to keep.
             if not dry_run and challenger.calibration[0] > 0:
                 # Tagged "promoted" only once the alias has moved: a refusal below leaves no false tag.
                 tagged = AWAITING_PROMOTION if passed else decision
-                challenger_version = register_challenger(settings, full, challenger, config, run.info.run_id, tagged)
+                challenger_version = register_challenger(settings, full, challenger, config, run, tagged)
                 if passed:
                     decision, promoted = promote_challenger(
-                        settings, challenger_version, f"retrain run {run.info.run_id}", champion_version, held
+                        settings, challenger_version, f"retrain run {run.run_id}", champion_version, held
                     )
-            mlflow.set_tags(
+            run.tags(
                 {
                     "decision": decision,
                     "failed_gates": ",".join(g.name for g in comparison.gates if not g.passed),
@@ -533,9 +527,9 @@ def retrain(
                 }
             )
             seconds = time.perf_counter() - start
-            mlflow.log_metric("seconds", seconds)
+            run.metrics({"seconds": seconds})
     return RetrainOutcome(
-        run.info.run_id,
+        run.run_id,
         decision,
         promoted,
         champion_version,

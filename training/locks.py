@@ -99,9 +99,11 @@ def _take(engine: Engine, name: str, holder: str, token: str, lease_seconds: flo
 
 
 def _renew(engine: Engine, name: str, token: str, lease_seconds: float) -> bool:
+    """Push the lease's end forward; False when another holder has taken it (after it ran out). A lease
+    that ran out but that nobody took is still this holder's: extending it harms no one."""
     stmt = (
         update(LEASES)
-        .where(LEASES.c.name == name, LEASES.c.token == token, LEASES.c.expires_at >= time.time())
+        .where(LEASES.c.name == name, LEASES.c.token == token)
         .values(expires_at=time.time() + lease_seconds)
     )
     with engine.begin() as conn:
@@ -139,11 +141,13 @@ class Lease:
                     return
 
     def check(self) -> None:
-        """Raise LeaseLost unless the lease is still held (call it right before an irreversible step)."""
-        if self.lost is None and time.monotonic() - self.renewed_at > self.lease_seconds:
-            self.lost = "its heartbeat stalled"
+        """Raise LeaseLost unless the lease is still held, asking the database (and renewing it): call it
+        right before an irreversible step."""
+        if self.lost is None and not _renew(self.engine, self.name, self.token, self.lease_seconds):
+            self.lost = "another process took it after it ran out"
         if self.lost is not None:
             raise LeaseLost(f"the {self.name} lock was lost ({self.lost}): stopped before changing anything")
+        self.renewed_at = time.monotonic()
 
 
 def holder_name(what: str) -> str:

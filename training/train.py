@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 from threadpoolctl import threadpool_limits
 
 from features.dataset import Dataset
@@ -42,7 +43,7 @@ from training.tracking import (
     started_run,
     tracking_client,
 )
-from training.validation import Split, chosen_params, cross_validate, learn_encoding, make_split
+from training.validation import Encoding, Split, chosen_params, cross_validate, learn_encoding, make_split
 
 
 @dataclass
@@ -112,7 +113,19 @@ def fit_job_chance_model(
     predictor, _ = learner.fit(
         X, frame["label"].to_numpy(float)[labelled], frame["ipcw_weight"].to_numpy(float)[labelled], dict(params), None
     )
-    booster = predictor.booster
+    return champion_model(predictor.booster, encoding, calibration, config, fingerprint(frame), metrics)
+
+
+def champion_model(
+    booster: xgb.Booster,
+    encoding: Encoding,
+    calibration: tuple[float, float],
+    config: TrainConfig,
+    data_print: Mapping[str, Any],
+    metrics: Mapping[str, float] | None = None,
+) -> JobChanceModel:
+    """The JobChanceModel of a refitted booster (in memory or on Dask), set to predict on one thread:
+    one is fastest for a request of a few rows."""
     booster.set_param({"nthread": 1})
     return JobChanceModel(
         booster=booster,
@@ -121,7 +134,7 @@ def fit_job_chance_model(
         calibration=calibration,
         catalogue=encoding.catalogue,
         horizon_months=config.horizon_months,
-        training_fingerprint=fingerprint(frame),
+        training_fingerprint=dict(data_print),
         metrics=dict(metrics or {}),
     )
 

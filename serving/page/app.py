@@ -260,9 +260,14 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
     async def logout(request: Request) -> Response:
         ctx = context()
         principal = principal_of(request.scope)
-        body = await read_form(request)
-        if not same_origin(request) or not ctx.sessions.form_token_valid(form_token(body), principal):
-            return error(request, "da", 403, TEXT["da"]["error_400"], TEXT["da"]["error_403_form"])
+        lang = language(request)
+        try:
+            body = await read_form(request)
+            if not same_origin(request) or not ctx.sessions.form_token_valid(form_token(body), principal):
+                raise FormError(403, "error_403_form")
+        except FormError as failure:
+            message = str(failure)
+            return error(request, lang, failure.status, TEXT[lang]["logout"], TEXT[lang].get(message, message))
         await run_in_threadpool(ctx.audit.append, [Event.by(principal, "logout")])
         base = request.scope.get("root_path", "").rstrip("/")
         response = RedirectResponse(f"{base}/login", status_code=303)

@@ -109,6 +109,7 @@ class Served:
     client: httpx.Client
     accounts: dict[str, Account]
     before_model: dict[str, int] = field(default_factory=dict)
+    before_model_text: dict[str, str] = field(default_factory=dict)  # the bodies of those answers
 
     @property
     def tracking_uri(self) -> str:
@@ -152,6 +153,8 @@ def served(tmp_path_factory) -> Iterator[Served]:
         "MLFLOW_TRACKING_URI": tracking_uri,
         "BIP_MODEL_POLL_SECONDS": "1",
         "OMP_NUM_THREADS": "1",
+        # BentoML keeps its Prometheus files under BENTOML_HOME: a home of its own keeps /metrics to this server.
+        "BENTOML_HOME": str(home / "bentoml"),
     }
     for name in ("BIP_DATABASE_URL", "BIP_AUDIT_LOG", "BIP_MODEL_NAME", "BIP_MODEL_ALIAS", "MLFLOW_RUN_ID"):
         env.pop(name, None)
@@ -175,15 +178,18 @@ def served(tmp_path_factory) -> Iterator[Served]:
         wait_for(lambda: client.get("/livez").status_code == 200, 180, f"the server to start (log: {log})")
         from serving.schemas import EXAMPLE_HISTORY
 
-        before = {
-            "readyz": client.get("/readyz").status_code,
-            "predict": client.post("/predict", json=EXAMPLE_HISTORY).status_code,
-            "model": client.get("/model").status_code,
+        answers = {
+            "readyz": client.get("/readyz"),
+            "predict": client.post("/predict", json=EXAMPLE_HISTORY),
+            "predict_batch": client.post("/predict_batch", json={"citizens": [EXAMPLE_HISTORY]}),
+            "model": client.get("/model"),
         }
+        before = {name: answer.status_code for name, answer in answers.items()}
+        before_text = {name: answer.text for name, answer in answers.items()}
         train(dataset, tracking_uri, home / "mlartifacts", "bip-job-chance", MODEL_NAME, small_train_config(SEED))
         wait_for(lambda: client.get("/readyz").status_code == 200, 60, "the first champion to be loaded")
         url = client.base_url.__str__().rstrip("/")
-        yield Served(url, home, data, dataset, env, process, log, client, made, before)
+        yield Served(url, home, data, dataset, env, process, log, client, made, before, before_text)
     finally:
         client.close()
         stop_process_tree(process)

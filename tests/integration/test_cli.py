@@ -82,7 +82,35 @@ def test_a_broken_dataset_is_one_clear_message_and_stores_nothing(simulated, tmp
     assert len(pd.read_csv(exported / "measurements.csv")) == 0
 
 
+def command_paths(command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    """Every leaf command of a Typer app's click command, with its path of names: a subcommand
+    group (e.g. `bip users`) is walked into, so a command added anywhere is listed."""
+    children = getattr(command, "commands", None)
+    if not children:
+        return [(path, command)]
+    paths = [(path, command)] if path else []  # a group has help of its own too
+    for name, child in sorted(children.items()):
+        paths += command_paths(child, (*path, name))
+    return paths
+
+
 def test_every_command_has_help(tmp_path):
-    for command in ["simulate", "validate", "ingest", "export", "features"]:
-        result = bip(command, "--help", home=tmp_path)
-        assert result.returncode == 0 and "Usage" in result.stdout, command
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from bip.cli import build_app
+
+    app = build_app()
+    paths = command_paths(get_command(app))
+    names = {path[0] for path, _ in paths}
+    assert {"simulate", "validate", "ingest", "train", "serve", "report"} <= names, names  # the walk finds them
+    runner = CliRunner()
+    for path, command in paths:
+        assert (command.help or "").strip(), f"bip {' '.join(path)} has no help text"
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output, (path, result.output)
+    # And through the installed entry point, which lists every top-level command.
+    top = bip("--help", home=tmp_path)
+    assert top.returncode == 0, top.stderr
+    for name in names:
+        assert name in top.stdout, name

@@ -110,8 +110,9 @@ def test_a_citizens_whole_history_lies_in_one_partition(simulated, client):
 
 
 def test_training_reductions_equal_the_in_memory_weights_cutoff_and_encoding(simulated, client):
+    from training.data import with_weights
     from training.distributed import cutoff_of_counts, labelled_dates, learned_encoding, training_weights
-    from training.train import learn_encoding, out_of_time_cutoff, with_weights
+    from training.validation import learn_encoding, out_of_time_cutoff
 
     base = feature_frame(ParquetSource(simulated.folder), 12, PER_PARTITION).persist()
     frame = training_weights(base, 12, "dropout").persist()
@@ -189,8 +190,8 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained(simulated, client, tmp_path_factory) -> Trained:
+    from training.config import TrainConfig
     from training.distributed import train_on_dask
-    from training.train import TrainConfig
 
     home = tmp_path_factory.mktemp("dask-home")
     tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
@@ -211,7 +212,6 @@ def trained(simulated, client, tmp_path_factory) -> Trained:
 
 
 def test_dask_training_logs_a_run_and_registers_a_loadable_champion(trained):
-    import mlflow
     from mlflow import MlflowClient
 
     from training.model import JobChanceModel, load_model
@@ -222,11 +222,12 @@ def test_dask_training_logs_a_run_and_registers_a_loadable_champion(trained):
     assert run.data.params["engine"] == "dask" and int(run.data.params["partitions"]) >= 5
     assert run.data.tags["champion_set"] == "True"
     assert {"oot_roc_auc", "oot_ece", "valid_roc_auc", "calibration_a"} <= set(run.data.metrics)
+    # valid_* are measured on citizens of their own (`citizen_part`), whom nothing was chosen on.
+    assert run.data.metrics["valid_labelled_rows"] > 0
+    assert "validation citizens" in run.data.params["validation"]
     version = tracking.get_model_version_by_alias(MODEL, "champion")
     assert version.run_id == run.info.run_id
-    mlflow.set_tracking_uri(trained.tracking_uri)
-    mlflow.set_registry_uri(trained.tracking_uri)
-    model = load_model(f"models:/{MODEL}@champion")
+    model = load_model(f"models:/{MODEL}@champion", trained.tracking_uri)
     assert isinstance(model, JobChanceModel) and model.calibration == trained.outcome.model.calibration
     artifacts = {a.path for a in tracking.list_artifacts(run.info.run_id)}
     assert {"feature_catalogue.csv", "grid_search.csv", "reliability_oot.png"} <= artifacts
@@ -234,7 +235,10 @@ def test_dask_training_logs_a_run_and_registers_a_loadable_champion(trained):
 
 def test_dask_model_ranks_held_out_citizens_well_and_is_close_to_the_in_memory_fit(trained, simulated, tmp_path):
     from training import evaluation
-    from training.train import TrainConfig, fit_job_chance_model, labelled_rows, with_weights, xgboost_learner
+    from training.config import TrainConfig
+    from training.data import labelled_rows, with_weights
+    from training.learners import xgboost_learner
+    from training.train import fit_job_chance_model
 
     model = trained.outcome.model
     other = simulated_parquet(tmp_path / "other", HOLDOUT_SEED)  # citizens the model never saw
@@ -260,9 +264,12 @@ def test_dask_model_ranks_held_out_citizens_well_and_is_close_to_the_in_memory_f
 
 
 def test_xgboost_dask_fits_the_rows_labels_and_weights_the_in_memory_learner_fits(simulated, client):
+    from training.config import TrainConfig
+    from training.data import labelled_rows, with_weights
     from training.distributed import labelled_part, learned_encoding, refit, training_weights
+    from training.learners import xgboost_learner
     from training.model import encode
-    from training.train import TrainConfig, labelled_rows, learn_encoding, with_weights, xgboost_learner
+    from training.validation import learn_encoding
 
     config = TrainConfig(seed=SEED)
     full = training_weights(feature_frame(ParquetSource(simulated.folder), 12, PER_PARTITION), 12, "dropout")
@@ -278,6 +285,19 @@ def test_xgboost_dask_fits_the_rows_labels_and_weights_the_in_memory_learner_fit
     margin, expected = booster.inplace_predict(X, predict_type="margin"), reference.margin(X)
     assert np.corrcoef(margin, expected)[0, 1] > 0.98
     assert np.mean(np.abs(margin - expected)) < 0.25
+
+
+def test_the_training_periods_citizens_fall_into_disjoint_parts_of_about_their_share():
+    from training.distributed import CITIZEN_PARTS, citizen_part
+
+    ids = pd.Series([f"C{k:06d}" for k in range(20_000)])
+    parts = citizen_part(ids, 0.2, SEED)
+    shares = pd.Series(parts).value_counts(normalize=True)
+    assert set(shares.index) == set(CITIZEN_PARTS)
+    assert shares["choose"] == pytest.approx(0.2, abs=0.01) and shares["validate"] == pytest.approx(0.2, abs=0.01)
+    # The same citizens whatever the partitioning: a citizen's part depends on its id and the seed only.
+    np.testing.assert_array_equal(citizen_part(ids.iloc[::-1], 0.2, SEED), parts[::-1])
+    assert (citizen_part(ids, 0.2, SEED + 1) != parts).any()
 
 
 def tree_params(booster) -> dict:

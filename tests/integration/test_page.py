@@ -2,30 +2,40 @@
 with the simulated dataset ingested into its store, driven by a real headless browser (Playwright
 with Debian's chromium, installed by `make test`; never skipped).
 
+The browser signs in through the page's own login form, as a caseworker of every job centre
+(`caseworker`) or of the first one only (`caseworker-a`); the form posts (CSRF) are also sent with
+httpx and a caseworker's API token, which the page accepts as well.
+
 Set BIP_SCREENSHOT_DIR=docs/screenshots to refresh the screenshots in the documentation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from conftest import small_dataset
-from conftest_service import Served
+from conftest_service import PASSWORD, Served
 from conftest_service import served as served  # noqa: F401  (the module fixture)
 
 from bip.settings import Settings
 from features import store
 from features.catalogue import INDICATOR_CODES, INDICATORS, indicator
+from serving import accounts, audit
+from serving.access import PRINCIPAL, SESSION_COOKIE, Sessions
+from serving.accounts import Principal, Role
 from serving.core import history_from_dataset
+from serving.page.text import TEXT
 from serving.schemas import CitizenHistory
 
 pytestmark = pytest.mark.xdist_group("page")
@@ -41,14 +51,27 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 PAGE = "/caseworker"
+SEARCH_LIMIT = 50  # serving.page.app.SEARCH_LIMIT: the ids an empty search lists
 
 
 @pytest.fixture(scope="module")
 def page_store(served: Served) -> str:
     """The server's store (BIP_HOME/store.db) holding the simulated dataset the model was trained on."""
     url = Settings(home=served.home).store_url
+    assert url == served.store_url
     store.ingest(served.dataset, url, source="test_page")
     return url
+
+
+@pytest.fixture(scope="module")
+def jobcentre_of(served: Served) -> dict[str, str]:
+    return served.dataset.citizens.set_index("citizen_id")["jobcentre"].to_dict()
+
+
+@pytest.fixture(scope="module")
+def jobcentre_a(served: Served) -> str:
+    """The one job centre of `caseworker-a` (conftest_service.make_accounts: the first in order)."""
+    return sorted(served.dataset.citizens["jobcentre"].unique())[0]
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +80,22 @@ def citizen_id(served: Served, page_store: str) -> str:
     rounds = served.dataset.measurements["citizen_id"].value_counts()
     with_interventions = set(served.dataset.interventions["citizen_id"])
     return sorted(c for c in rounds.index[:40] if c in with_interventions)[0]
+
+
+def measured_citizens(served: Served, jobcentre_of: dict[str, str], inside: bool, jobcentre: str) -> list[str]:
+    measured = set(served.dataset.measurements["citizen_id"])
+    return sorted(c for c in measured if (jobcentre_of[c] == jobcentre) == inside)
+
+
+@pytest.fixture(scope="module")
+def citizen_of_a(served: Served, page_store: str, jobcentre_of, jobcentre_a) -> str:
+    return measured_citizens(served, jobcentre_of, True, jobcentre_a)[0]
+
+
+@pytest.fixture(scope="module")
+def citizen_of_b(served: Served, page_store: str, jobcentre_of, jobcentre_a) -> str:
+    """A stored citizen of another job centre than caseworker-a's."""
+    return measured_citizens(served, jobcentre_of, False, jobcentre_a)[0]
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +121,68 @@ class Tab:
         assert response is not None
         return response
 
+    def session_cookies(self) -> list[dict]:
+        return [c for c in self.page.context.cookies() if c["name"] == SESSION_COOKIE]
+
+
+def sign_in(page, base: str, name: str, password: str = PASSWORD, from_login_page: bool = True):
+    """Sign in through the login form (opened first, unless the page shows it already); the answer
+    the browser ends on."""
+    if from_login_page:
+        page.goto(f"{base}{PAGE}/login")
+    page.locator("#name").fill(name)
+    page.locator("#password").fill(password)
+    with page.expect_navigation() as navigation:
+        page.locator("#login-button").click()
+    return navigation.value
+
+
+def new_context(browser, storage_state: dict | None = None):
+    return browser.new_context(viewport={"width": 1100, "height": 900}, locale="da-DK", storage_state=storage_state)
+
+
+@pytest.fixture(scope="module")
+def caseworker_session(browser, served: Served, page_store: str) -> dict:
+    """The browser state of `caseworker` signed in through the real login form: its session cookie."""
+    context = new_context(browser)
+    page = context.new_page()
+    answer = sign_in(page, served.url, served.accounts["caseworker"].name)
+    assert answer.status == 200 and urlsplit(page.url).path == f"{PAGE}/", page.url
+    (cookie,) = [c for c in context.cookies() if c["name"] == SESSION_COOKIE]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["expires"] > 0
+    state = context.storage_state()
+    context.close()
+    return state
+
 
 @pytest.fixture
-def tab(browser, served: Served, page_store: str) -> Iterator[Tab]:
-    context = browser.new_context(viewport={"width": 1100, "height": 900}, locale="da-DK")
-    tab = Tab(context.new_page(), served.url)
-    yield tab
-    outside = [u for u in tab.requested if not (u.startswith(served.url + "/") or u.startswith("data:"))]
-    context.close()
+def open_tab(browser, served: Served, page_store: str) -> Iterator[Callable[..., Tab]]:
+    """Opens browser tabs, each in a context of its own: signed in as the account `key`, with the saved
+    `storage_state`, or (neither) signed out. Each must load nothing from elsewhere."""
+    opened: list[tuple[object, Tab]] = []
+
+    def open_one(key: str | None = None, storage_state: dict | None = None) -> Tab:
+        context = new_context(browser, storage_state)
+        tab = Tab(context.new_page(), served.url)
+        opened.append((context, tab))
+        if key is not None:
+            answer = sign_in(tab.page, served.url, served.accounts[key].name)
+            assert answer.status == 200, answer.status
+        return tab
+
+    yield open_one
+    outside = [
+        u for _, t in opened for u in t.requested if not (u.startswith(served.url + "/") or u.startswith("data:"))
+    ]
+    for context, _ in opened:
+        context.close()
     assert not outside, f"the page loaded something from elsewhere: {outside}"
+
+
+@pytest.fixture
+def tab(open_tab, caseworker_session) -> Tab:
+    """A tab of `caseworker`, signed in (every job centre)."""
+    return open_tab(storage_state=caseworker_session)
 
 
 def api_prediction(served: Served, history: CitizenHistory | dict) -> dict:
@@ -120,7 +212,11 @@ def test_search_finds_the_citizen_and_opens_the_page(tab, citizen_id):
 def test_the_percentage_equals_the_api_and_says_what_it_is(tab, served, page_store, citizen_id):
     response = tab.open(f"{PAGE}/citizen/{citizen_id}")
     assert response.status == 200
-    assert "default-src 'self'" in response.headers["content-security-policy"]
+    headers = response.headers
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert "script-src 'none'" in headers["content-security-policy"]
+    assert headers["referrer-policy"] == "no-referrer" and headers["cache-control"] == "no-store"
     page = tab.page
     api = api_prediction(served, history_from_dataset(store.load(page_store, [citizen_id]), citizen_id))
     shown = page.locator("#chance-percent")
@@ -191,16 +287,22 @@ def test_the_language_switch_changes_the_labels(tab, citizen_id):
     assert page.locator("html").get_attribute("lang") == "da"
 
 
-def test_an_assessment_made_with_the_keyboard_is_stored_and_shown_after_reload(tab, served, page_store, citizen_id):
+def test_an_assessment_made_with_the_keyboard_is_stored_with_who_made_it_and_the_servers_view(
+    tab, served, page_store, citizen_id
+):
     tab.open(f"{PAGE}/citizen/{citizen_id}?lang=en")
     page = tab.page
+    radios = {a: page.locator(f"#assessment-{a}") for a in audit.ASSESSMENTS}
+    assert not any(radio.is_checked() for radio in radios.values()), "an assessment is preselected"
+    view_id = int(page.locator("#assessment-form input[name=view]").get_attribute("value"))
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.className") == "skip"
     reason = "Has started a mentor course and is motivated; I expect more than the model does."
     shown = float(page.locator("#chance-percent").get_attribute("data-probability"))
     page.focus("#assessment-agree")
+    assert not radios["agree"].is_checked()  # reaching the choices chooses nothing
     page.keyboard.press("ArrowDown")  # radio group: the next choice, "higher"
-    assert page.locator("#assessment-higher").is_checked()
+    assert radios["higher"].is_checked() and not radios["agree"].is_checked()
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "reason"
     page.keyboard.type(reason)
@@ -212,28 +314,190 @@ def test_an_assessment_made_with_the_keyboard_is_stored_and_shown_after_reload(t
     page.reload()
     table = page.locator("#assessments")
     assert reason in table.inner_text() and "I judge the chance higher" in table.inner_text()
-    stored = store.assessments(page_store, citizen_id)[-1]
+    # The stored assessment: who made it, and the probability and version of the server's own view.
+    stored = audit.assessments(page_store, citizen_id)[-1]
     assert (stored["assessment"], stored["reason"]) == ("higher", reason)
-    assert stored["probability_shown"] == pytest.approx(shown, abs=1e-12)
-    assert stored["model_version"] == served.client.get("/model").json()["version"]
-    lines = [json.loads(line) for line in served.audit_log.read_text().splitlines()]
-    audited = [line for line in lines if line.get("event") == "caseworker_assessment"][-1]
-    assert [audited[k] for k in ("citizen_id", "assessment", "assessment_id")] == [citizen_id, "higher", stored["id"]]
-    assert reason not in served.audit_log.read_text()  # free text may hold personal data: store only
-    assert any(line.get("citizen_id") == citizen_id and "probability" in line for line in lines)  # the view
+    assert (stored["user_id"], stored["role"], stored["view_id"]) == ("caseworker", "caseworker", view_id)
+    (view,) = [e for e in audit.events(page_store, citizen_id=citizen_id) if e["id"] == view_id]
+    assert (view["event"], view["user_id"], view["role"]) == ("page_view", "caseworker", "caseworker")
+    assert stored["probability_shown"] == view["probability"] == pytest.approx(shown, abs=1e-6)
+    assert stored["model_version"] == view["model_version"] == served.client.get("/model").json()["version"]
+    # Its audit row, with the principal, in the same store.
+    rows = audit.events(page_store, citizen_id=citizen_id, event="assessment")
+    (row,) = [r for r in rows if r["detail"]["assessment_id"] == stored["id"]]
+    assert (row["user_id"], row["role"]) == ("caseworker", "caseworker")
+    assert (row["probability"], row["model_version"]) == (view["probability"], view["model_version"])
+    assert (row["detail"]["assessment"], row["detail"]["view_id"]) == ("higher", view_id)
+    everything = json.dumps(audit.events(page_store), default=str)
+    assert reason not in everything  # free text may hold personal data: the assessment table only
 
 
-def test_screenshots(browser, served, page_store, citizen_id, tmp_path):
+def test_screenshots(browser, served, page_store, citizen_id, caseworker_session, tmp_path):
     folder = Path(os.environ.get("BIP_SCREENSHOT_DIR") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    context = new_context(browser, caseworker_session)
     page = context.new_page()
     for lang, query in (("da", ""), ("en", "?lang=en")):
         page.goto(f"{served.url}{PAGE}/citizen/{citizen_id}{query}")
+        assert page.locator("#citizen-id").inner_text() == citizen_id
         path = folder / f"caseworker-page-{lang}.png"
         page.screenshot(path=str(path), full_page=True)
         assert path.stat().st_size > 20_000
     context.close()
+
+
+# --- who sees what ------------------------------------------------------------------------------------
+
+
+def result_ids(tab: Tab) -> list[str]:
+    links = tab.page.locator("#results a")
+    return [links.nth(k).inner_text() for k in range(links.count())]
+
+
+def test_a_caseworker_of_one_job_centre_finds_only_its_citizens(
+    open_tab, served, jobcentre_of, jobcentre_a, citizen_of_b
+):
+    tab = open_tab("caseworker_a")
+    tab.open(f"{PAGE}/")
+    listed = result_ids(tab)
+    of_a = sorted(c for c, centre in jobcentre_of.items() if centre == jobcentre_a)
+    assert listed == of_a[:SEARCH_LIMIT]
+    assert {jobcentre_of[c] for c in listed} == {jobcentre_a}
+    # The exact id of a citizen of another job centre finds nothing, where a caseworker of every
+    # job centre finds that citizen.
+    page = tab.page
+    page.get_by_label("Borgerens pseudonyme id").fill(citizen_of_b)
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/caseworker/\?q="))
+    assert result_ids(tab) == []
+    with served.as_("caseworker") as everywhere:
+        answer = everywhere.get(f"{PAGE}/", params={"q": citizen_of_b})
+    assert f'/citizen/{citizen_of_b}"' in answer.text
+
+
+def test_a_citizen_of_another_job_centre_answers_as_an_unknown_one(open_tab, served, citizen_of_b):
+    made_up = "QX" + citizen_of_b[2:] + "-nobody"
+    tab = open_tab("caseworker_a")
+    shown = {}
+    for citizen in (citizen_of_b, made_up):
+        response = tab.open(f"{PAGE}/citizen/{citizen}")
+        text = tab.page.locator("body").inner_text()
+        assert citizen in text
+        shown[citizen] = (response.status, tab.page.title(), text.replace(citizen, "{id}"))
+    assert shown[citizen_of_b] == shown[made_up]
+    assert shown[made_up][0] == 404
+    # The same bytes over the API token (no session: no per-session form token in the page).
+    with served.as_("caseworker_a") as caseworker_a:
+        answers = {c: caseworker_a.get(f"{PAGE}/citizen/{c}") for c in (citizen_of_b, made_up)}
+    bodies = {c: a.text.replace(c, "{id}") for c, a in answers.items()}
+    assert answers[citizen_of_b].status_code == answers[made_up].status_code == 404
+    assert bodies[citizen_of_b] == bodies[made_up]
+    assert answers[citizen_of_b].headers["content-type"] == answers[made_up].headers["content-type"]
+    with served.as_("caseworker") as everywhere:  # the citizen exists: a caseworker of every job centre sees it
+        assert everywhere.get(f"{PAGE}/citizen/{citizen_of_b}").status_code == 200
+
+
+def test_a_signed_out_visit_goes_to_the_login_without_citizen_data_and_back_after_it(open_tab, served, citizen_id):
+    tab = open_tab()
+    asked = f"{PAGE}/citizen/{citizen_id}"
+    response = tab.open(asked)
+    page = tab.page
+    assert urlsplit(page.url).path == f"{PAGE}/login"
+    redirect = response.request.redirected_from
+    assert redirect is not None and redirect.response().status == 303
+    visible = page.locator("body").inner_text()
+    assert citizen_id not in visible and "%" not in visible
+    assert page.locator("#citizen-id, #chance-percent, [data-probability], #assessment-form").count() == 0
+    with served.anonymous() as anonymous:
+        answer = anonymous.get(asked, follow_redirects=False)
+    assert answer.status_code == 303 and "data-probability" not in answer.text and "%" not in answer.text
+    assert tab.session_cookies() == []
+    answer = sign_in(page, served.url, served.accounts["caseworker"].name, from_login_page=False)
+    assert answer.status == 200
+    assert urlsplit(page.url).path == asked
+    assert page.locator("#citizen-id").inner_text() == citizen_id
+
+
+def test_signing_out_ends_the_session_in_the_browser(open_tab, served, page_store, citizen_id):
+    tab = open_tab("caseworker")  # a session of its own: signing out must not end the other tests' one
+    page = tab.page
+    tab.open(f"{PAGE}/citizen/{citizen_id}")
+    assert page.locator("#signed-in").inner_text() == TEXT["da"]["signed_in_as"].format(user="caseworker")
+    with page.expect_navigation():
+        page.locator("#logout").click()
+    assert urlsplit(page.url).path == f"{PAGE}/login"
+    assert tab.session_cookies() == []
+    tab.open(f"{PAGE}/citizen/{citizen_id}")
+    assert urlsplit(page.url).path == f"{PAGE}/login"
+    assert page.locator("#citizen-id").count() == 0
+    (row,) = audit.events(page_store, event="logout")[-1:]
+    assert (row["user_id"], row["role"]) == ("caseworker", "caseworker")
+
+
+def test_a_session_cookie_is_void_after_signing_out(open_tab, served, citizen_id):
+    """Signing out ends the session on the server too: the cookie of before, sent again, is refused."""
+    tab = open_tab("caseworker")
+    (cookie,) = tab.session_cookies()
+    tab.open(f"{PAGE}/")
+    with tab.page.expect_navigation():
+        tab.page.locator("#logout").click()
+    with served.anonymous() as anonymous:
+        answer = anonymous.get(
+            f"{PAGE}/citizen/{citizen_id}",
+            headers={"Cookie": f"{SESSION_COOKIE}={cookie['value']}"},
+            follow_redirects=False,
+        )
+    assert answer.status_code == 303, "a cookie from before signing out still opens citizen pages"
+    assert urlsplit(answer.headers["location"]).path == f"{PAGE}/login"
+
+
+def test_a_wrong_password_sets_no_cookie_and_repeated_failures_are_refused(open_tab, served, page_store, jobcentre_a):
+    name = "lockout-test"  # a user of its own: the others must not be locked out
+    accounts.add_user(page_store, name, Role.caseworker, [jobcentre_a], PASSWORD)
+    attempts = Settings(home=served.home).login_attempts
+    tab = open_tab()
+    page = tab.page
+    for attempt in range(attempts):
+        answer = sign_in(page, served.url, name, f"not the password {attempt}")
+        assert answer.status == 401, attempt
+        assert page.locator("#login-error").inner_text() == TEXT["da"]["login_failed"]
+        assert tab.session_cookies() == [] and answer.header_value("set-cookie") is None
+    answer = sign_in(page, served.url, name, PASSWORD)
+    assert answer.status == 429
+    assert page.locator("#login-error").inner_text() == TEXT["da"]["login_limited"]
+    assert int(answer.headers["retry-after"]) > 0
+    assert tab.session_cookies() == [] and urlsplit(page.url).path == f"{PAGE}/login"
+    failed = [r for r in audit.events(page_store, event="login_failed") if r["user_id"] == name]
+    assert len(failed) == attempts
+    # Another user signs in as before.
+    other = open_tab()
+    assert sign_in(other.page, served.url, served.accounts["caseworker_a"].name).status == 200
+    assert len(other.session_cookies()) == 1
+
+
+# --- the assessment form: CSRF, its own view, bad forms ----------------------------------------------
+
+
+def hidden_inputs(page_html: str, form_id: str) -> dict[str, str]:
+    """The hidden inputs of the form `form_id` of a page."""
+    form = re.search(rf'<form [^>]*id="{form_id}".*?</form>', page_html, re.S)
+    assert form is not None, f"no form {form_id}"
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(0))
+    return {name: html.unescape(value) for name, value in fields}
+
+
+def fresh_form(client: httpx.Client, citizen_id: str) -> dict[str, str]:
+    """The hidden fields (view, form_token, lang) of the assessment form of a new view of the page."""
+    answer = client.get(f"{PAGE}/citizen/{citizen_id}")
+    assert answer.status_code == 200, answer.text
+    fields = hidden_inputs(answer.text, "assessment-form")
+    assert set(fields) == {"view", "form_token", "lang"}, fields
+    return fields
+
+
+def stored_counts(url: str, *citizens: str) -> tuple[int, int]:
+    """The assessments of these citizens, and the assessment rows of the audit trail."""
+    return sum(len(audit.assessments(url, c)) for c in citizens), len(audit.events(url, event="assessment"))
 
 
 BAD_FORMS = {
@@ -241,76 +505,186 @@ BAD_FORMS = {
     "no assessment": ({"assessment": None}, 400),
     "reason too long": ({"reason": "x" * 1001}, 400),
     "reason with control characters": ({"reason": "a\x00b"}, 400),
-    "probability above 1": ({"probability_shown": "1.5"}, 400),
-    "probability not a number": ({"probability_shown": "nan%"}, 400),
-    "no model version": ({"model_version": ""}, 400),
-    "citizen id too long": ({"citizen_id": "C" * 65}, 400),
-    "unknown citizen": ({"citizen_id": "nobody"}, 404),
+    "no view": ({"view": None}, 400),
+    "view not a number": ({"view": "12a"}, 400),
+    "view too long": ({"view": "1" * 19}, 400),
+    "view that does not exist": ({"view": "999999999"}, 403),
+    "no form token": ({"form_token": None}, 403),
+    "made-up form token": ({"form_token": "made-up.token"}, 403),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_FORMS))
 def test_bad_assessment_forms_answer_4xx_and_store_nothing(served, page_store, citizen_id, case):
     change, status = BAD_FORMS[case]
-    form = {
-        "citizen_id": citizen_id,
-        "assessment": "agree",
-        "reason": "",
-        "probability_shown": "0.2",
-        "model_name": "bip-job-chance",
-        "model_version": "1",
-    }
-    form = {k: v for k, v in {**form, **change}.items() if v is not None}
-    before = len(store.assessments(page_store, citizen_id))
-    answer = served.client.post(f"{PAGE}/assessments", data=form)
+    with served.as_("caseworker") as client:
+        form = {**fresh_form(client, citizen_id), "assessment": "agree", "reason": ""}
+        form = {k: v for k, v in {**form, **change}.items() if v is not None}
+        before = stored_counts(page_store, citizen_id)
+        answer = client.post(f"{PAGE}/assessments", data=form)
     assert answer.status_code == status, answer.text
     assert "<h1>" in answer.text
-    assert len(store.assessments(page_store, citizen_id)) == before
+    assert stored_counts(page_store, citizen_id) == before
+
+
+def _without_token(form: dict, other: dict) -> tuple[dict, dict]:
+    return {k: v for k, v in form.items() if k != "form_token"}, {}
+
+
+CSRF_CASES: dict[str, tuple[Callable[[dict, dict], tuple[dict, dict]], int]] = {
+    # (what the case changes in the caseworker's own correct form and headers, given caseworker-a's form)
+    "correct": (lambda form, other: (form, {}), 303),
+    "no form token": (_without_token, 403),
+    "another user's form token": (lambda form, other: ({**form, "form_token": other["form_token"]}, {}), 403),
+    "an Origin of another site": (lambda form, other: (form, {"Origin": "https://elsewhere.example"}), 403),
+    "a Referer of another site": (lambda form, other: (form, {"Referer": "https://elsewhere.example/x"}), 403),
+    "an opaque Origin": (lambda form, other: (form, {"Origin": "null"}), 403),
+    "another user's view": (lambda form, other: ({**form, "view": other["view"]}, {}), 403),
+}
+
+
+@pytest.mark.parametrize("case", list(CSRF_CASES))
+def test_the_assessment_form_needs_its_token_its_site_and_a_view_of_ones_own(
+    served, page_store, citizen_id, citizen_of_a, case
+):
+    change, status = CSRF_CASES[case]
+    with served.as_("caseworker") as caseworker, served.as_("caseworker_a") as caseworker_a:
+        other = fresh_form(caseworker_a, citizen_of_a)  # caseworker can see citizen_of_a too
+        own = {**fresh_form(caseworker, citizen_id), "assessment": "lower", "reason": f"csrf case {case}"}
+        form, headers = change(own, other)
+        before = stored_counts(page_store, citizen_id, citizen_of_a)
+        answer = caseworker.post(f"{PAGE}/assessments", data=form, headers=headers)
+    assert answer.status_code == status, answer.text
+    if status != 303:
+        assert stored_counts(page_store, citizen_id, citizen_of_a) == before
+        return
+    assert urlsplit(answer.headers["location"]).path == f"{PAGE}/citizen/{citizen_id}"
+    stored = audit.assessments(page_store, citizen_id)[-1]
+    assert (stored["reason"], stored["user_id"], stored["role"]) == (f"csrf case {case}", "caseworker", "caseworker")
+    assert stored["view_id"] == int(own["view"])
+
+
+def test_a_view_must_be_a_page_view_not_another_event_of_ones_own(served, page_store, citizen_id):
+    with served.anonymous() as anonymous:  # a login of caseworker: an audit row of theirs that is no page view
+        signed = anonymous.post(
+            f"{PAGE}/login", data={"name": "caseworker", "password": PASSWORD}, follow_redirects=False
+        )
+    assert signed.status_code == 303
+    login = [r for r in audit.events(page_store, event="login") if r["user_id"] == "caseworker"][-1]
+    with served.as_("caseworker") as client:
+        form = {**fresh_form(client, citizen_id), "assessment": "agree", "view": str(login["id"])}
+        before = stored_counts(page_store, citizen_id)
+        answer = client.post(f"{PAGE}/assessments", data=form)
+    assert answer.status_code == 403, answer.text
+    assert stored_counts(page_store, citizen_id) == before
+
+
+def test_a_form_posted_from_another_site_stores_nothing(open_tab, served, page_store, citizen_id):
+    """A page of another site that posts the assessment form from a signed-in browser, even with a real
+    view and form token: the SameSite cookie stays home and the Origin is not this site; nothing is stored."""
+    tab = open_tab("caseworker")
+    tab.open(f"{PAGE}/citizen/{citizen_id}")
+    fields = {
+        name: tab.page.locator(f"#assessment-form input[name={name}]").get_attribute("value")
+        for name in ("view", "form_token", "lang")
+    }
+    inputs = "".join(f'<input type="hidden" name="{k}" value="{html.escape(v)}">' for k, v in fields.items())
+    elsewhere = "http://elsewhere.example/"
+    attacker = tab.page.context.new_page()  # the same browser (cookies), not a tab of this site
+    attacker.route(
+        elsewhere,
+        lambda route: route.fulfill(
+            content_type="text/html",
+            body=f'<form method="post" action="{served.url}{PAGE}/assessments">{inputs}'
+            '<input type="hidden" name="assessment" value="higher"><button id="go">go</button></form>',
+        ),
+    )
+    attacker.goto(elsewhere)
+    before = stored_counts(page_store, citizen_id)
+    with attacker.expect_navigation() as navigation:
+        attacker.locator("#go").click()
+    assert navigation.value.status in (200, 403)  # the login form (no cookie sent), or the refusal
+    assert urlsplit(attacker.url).path != f"{PAGE}/citizen/{citizen_id}"
+    assert stored_counts(page_store, citizen_id) == before
+    attacker.close()
 
 
 def test_other_bad_requests_answer_4xx(served, page_store, citizen_id):
-    client = served.client
-    assert client.get(f"{PAGE}/citizen/nobody").status_code == 404
-    assert client.get(f"{PAGE}/citizen/{'x' * 500}").status_code == 404
-    assert client.get(f"{PAGE}/?q=%00%FF{'x' * 500}").status_code == 200
-    form = f"citizen_id={citizen_id}&assessment=agree&probability_shown=0.2&model_name=m&model_version=1"
-    as_json = client.post(f"{PAGE}/assessments", json={"citizen_id": citizen_id})
-    assert as_json.status_code == 415
-    large = client.post(
-        f"{PAGE}/assessments",
-        content=(form + "&reason=" + "x" * 20_000).encode(),
-        headers={"content-type": "application/x-www-form-urlencoded"},
-    )
-    assert large.status_code == 413
-    twice = client.post(
-        f"{PAGE}/assessments",
-        content=(form + "&assessment=lower").encode(),
-        headers={"content-type": "application/x-www-form-urlencoded"},
-    )
-    assert twice.status_code == 400
-    assert client.get(f"{PAGE}/citizen/{citizen_id}?lang=xx").status_code == 200
-    assert client.get(f"{PAGE}").status_code in (200, 307)
+    with served.as_("caseworker") as client:
+        assert client.get(f"{PAGE}/citizen/nobody").status_code == 404
+        assert client.get(f"{PAGE}/citizen/{'x' * 500}").status_code == 404
+        assert client.get(f"{PAGE}/?q=%00%FF{'x' * 500}").status_code == 200
+        assert client.get(f"{PAGE}/?q=%ED%9F%BF").status_code == 200  # the last code point before the surrogates
+        fields = fresh_form(client, citizen_id)
+        form = f"view={fields['view']}&form_token={fields['form_token']}&assessment=agree"
+        before = stored_counts(page_store, citizen_id)
+        as_json = client.post(f"{PAGE}/assessments", json={"view": fields["view"]})
+        assert as_json.status_code == 415
+        large = client.post(
+            f"{PAGE}/assessments",
+            content=(form + "&reason=" + "x" * 20_000).encode(),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert large.status_code == 413
+        twice = client.post(
+            f"{PAGE}/assessments",
+            content=(form + "&assessment=lower").encode(),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert twice.status_code == 400
+        assert stored_counts(page_store, citizen_id) == before
+        assert client.get(f"{PAGE}/citizen/{citizen_id}?lang=xx").status_code == 200
+        assert client.get(f"{PAGE}").status_code in (200, 307)
 
 
 def test_no_model_answers_503_and_the_search_still_works(tmp_path):
-    """In-process (no server): the page around a Predictor that has loaded no model yet."""
+    """In-process (no server): the page around a Predictor that has loaded no model yet, called as a
+    caseworker of every job centre and as one of Odense only (the principal that AccessControl would
+    put in the scope)."""
+    from serving.audit import AuditTrail
     from serving.core import Predictor
-    from serving.page import create_app
+    from serving.page import PageContext, create_app
 
     settings = Settings(home=tmp_path)
     store.ingest(small_dataset(), settings.store_url)
-    app = create_app(lambda: Predictor(settings), lambda: settings)
+    context = PageContext(
+        Predictor(settings), settings, AuditTrail(settings.store_url), Sessions("k" * 32, 3600, secure=False)
+    )
+    page = create_app(lambda: context)
 
-    async def get(*paths: str) -> list[httpx.Response]:
+    def as_caseworker(jobcentres: frozenset[str] | None):
+        principal = Principal("cw-test", frozenset({Role.caseworker}), jobcentres, "session")
+
+        async def app(scope, receive, send):
+            scope[PRINCIPAL] = principal
+            await page(scope, receive, send)
+
+        return app
+
+    async def get(app, *paths: str) -> list[httpx.Response]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://page") as client:
             return [await client.get(path) for path in paths]
 
+    def listed(answer: httpx.Response) -> set[str]:
+        return set(re.findall(r'href="/citizen/([^"?]+)', answer.text))
+
     # On a thread of its own: Playwright's sync API keeps an event loop running on this one.
     with ThreadPoolExecutor(1) as thread:
-        citizen, model, search = thread.submit(asyncio.run, get("/citizen/c10", "/model?lang=en", "/?q=c")).result()
+        everywhere = as_caseworker(None)
+        citizen, model, search = thread.submit(
+            asyncio.run, get(everywhere, "/citizen/c10", "/model?lang=en", "/?q=c")
+        ).result()
+        odense = as_caseworker(frozenset({"Odense"}))
+        elsewhere, unknown, scoped = thread.submit(
+            asyncio.run, get(odense, "/citizen/c10", "/citizen/c11", "/")
+        ).result()
     assert citizen.status_code == 503 and "Ingen model lige nu" in citizen.text
     assert model.status_code == 503 and "No model right now" in model.text
-    assert search.status_code == 200 and "c10" in search.text and "c2" in search.text
+    assert search.status_code == 200 and listed(search) == {"c10", "c2"}
+    # Scoped: the Aarhus citizen answers as an unknown one (before any model is needed), the search lists Odense's.
+    assert elsewhere.status_code == unknown.status_code == 404
+    assert elsewhere.text.replace("c10", "{id}") == unknown.text.replace("c11", "{id}")
+    assert scoped.status_code == 200 and listed(scoped) == {"C2"}
 
 
 def test_the_server_logged_no_server_error(served):

@@ -8,6 +8,7 @@ file:// path would be unreadable for serving replicas on other machines.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ def test_train_register_and_serve_through_a_remote_tracking_server(remote, tmp_p
     try:
         assert predictor.ready, predictor.last_error
         assert predictor.loaded.version == "1"
-        answer = predictor.predict_records([PredictRequest.model_validate(EXAMPLE_HISTORY)])[0]
+        answer = predictor.predict_records([PredictRequest.model_validate_json(json.dumps(EXAMPLE_HISTORY))])[0]
         assert 0.0 < answer["probability"] < 1.0
     finally:
         predictor.stop()

@@ -242,7 +242,7 @@ def test_two_retrains_on_different_homes_and_one_store_one_runs_and_a_killed_one
     train(load(s.store_url), s.tracking_uri, s.artifact_root, s.experiment, s.model_name, small_train_config(1))
     first.ingest_round(ROUND_2)
     before = store_state(first.settings)
-    lease = {"BIP_DATABASE_URL": store_url, "MLFLOW_TRACKING_URI": tracking, "BIP_LOCK_LEASE_SECONDS": "3"}
+    lease = {"BIP_DATABASE_URL": store_url, "MLFLOW_TRACKING_URI": tracking, "BIP_LOCK_LEASE_SECONDS": "10"}
     process = retrain_process({**first.env, **lease})
     try:
         run_id = wait_for_running_retrain(first.settings, process)
@@ -268,7 +268,9 @@ def test_two_retrains_on_different_homes_and_one_store_one_runs_and_a_killed_one
     # Until its lease runs out, the dead holder still holds it; then the second installation goes ahead.
     with pytest.raises(LockHeld, match=f"pid {process.pid}: retrain"):
         second.retrain()
-    time.sleep(3.5)
+    killed = time.monotonic()
+    with exclusive(store_url, "retrain", "a look", wait_seconds=30):
+        assert time.monotonic() - killed < 12  # within a lease (10 s) of the kill
     outcome = second.retrain()
     assert run_of(second.settings, run_id).info.status == "KILLED"
     assert outcome.promoted and second.champion() == 2

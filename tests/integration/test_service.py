@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 import subprocess
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -18,14 +20,17 @@ import pytest
 from conftest_service import BIN, MODEL_NAME, Served, wait_for
 from conftest_service import served as served  # noqa: F401  (the module fixture)
 
+from features import store
 from features.catalogue import GROUP_LABELS, INTERVENTION_CODES, indicator
+from serving import audit
 from serving.core import history_from_dataset
 from serving.schemas import EXAMPLE_HISTORY, MAX_MEASUREMENTS, BatchPrediction
 from training.model import expit
 
 pytestmark = pytest.mark.xdist_group("server")
 
-AUDIT_KEYS = {"time", "model", "model_version", "citizen_id", "as_of", "measured_on", "probability", "top_factors"}
+AUDIT_COLUMNS = {"id", "at", "event", "user_id", "role", "citizen_id", "model_name", "model_version", "probability"}
+AUDIT_DETAIL = {"as_of", "measured_on", "top_factors"}  # the prediction's dates and its largest factors, no answers
 
 
 def request_of(served: Served, citizen_id: str) -> dict:
@@ -42,7 +47,13 @@ def served_version(served: Served) -> str:
 
 
 def test_unready_and_503_until_a_champion_exists(served):
-    assert served.before_model == {"readyz": 503, "predict": 503, "model": 503}
+    assert served.before_model == {"readyz": 503, "predict": 503, "predict_batch": 503, "model": 503}
+
+
+def test_the_503_before_a_model_names_no_address_of_the_registry(served):
+    for name, text in served.before_model_text.items():
+        assert served.tracking_uri not in text and "sqlite" not in text.lower(), (name, text)
+        assert str(served.home) not in text, (name, text)
 
 
 def test_health_endpoints(served):
@@ -51,7 +62,7 @@ def test_health_endpoints(served):
     served.client.post("/predict", json=EXAMPLE_HISTORY).raise_for_status()
     metrics = served.client.get("/metrics")
     assert metrics.status_code == 200 and "# TYPE" in metrics.text  # Prometheus text format
-    wait_for(lambda: 'endpoint="/predict"' in served.client.get("/metrics").text, 30, "/predict in /metrics")
+    wait_for(lambda: 'route="/predict"' in served.client.get("/metrics").text, 30, "/predict in /metrics")
 
 
 def test_model_endpoint_names_version_metrics_and_catalogue(served):
@@ -190,17 +201,6 @@ BAD_BODIES = {
     "benefit share above 1": (_set(EXAMPLE_HISTORY, ("citizen", "benefit_share_5y"), 1.5), "benefit_share_5y"),
     "job orientation above 5": (_set(EXAMPLE_HISTORY, ("caseworkers", 0, "job_orientation"), 7), "job_orientation"),
     "unknown field": (_set(EXAMPLE_HISTORY, ("cpr",), "010170-1234"), "cpr"),
-    "too many rounds": (
-        _set(
-            EXAMPLE_HISTORY,
-            ("measurements",),
-            [
-                {**EXAMPLE_HISTORY["measurements"][0], "measured_on": f"20{15 + k // 12}-{k % 12 + 1:02d}-01"}
-                for k in range(MAX_MEASUREMENTS + 1)
-            ],
-        ),
-        "measurements",
-    ),
     "a list instead of an object": ([EXAMPLE_HISTORY], "history"),
 }
 
@@ -247,6 +247,64 @@ def test_bodies_that_are_not_json_or_too_large_answer_4xx(served):
     assert client.post("/predict", content=chunks(), headers={"content-type": "application/json"}).status_code == 413
 
 
+# A distinctive value at one place of the body: the answer names the field, and neither the answer nor
+# the server log holds the value (a value can be a person's data).
+MARKED_BODIES = {
+    "gender": (("citizen", "gender"), "QX-gender-4417"),
+    "unknown field": (("nickname",), "QX-extra-4417"),
+    "citizen id like a CPR number": (("citizen", "citizen_id"), "2912991234"),
+    "caseworker id as a list": ((*_M0, "caseworker_id"), ["QX-list-4417"]),
+}
+
+
+def server_log(served: Served) -> str:
+    return served.log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("case", list(MARKED_BODIES))
+@pytest.mark.parametrize("route", ["/predict", "/predict_batch"])
+def test_a_400_names_the_field_and_never_echoes_or_logs_the_value(served, case, route):
+    path, value = MARKED_BODIES[case]
+    marker = value if isinstance(value, str) else value[0]
+    body = _set(EXAMPLE_HISTORY, path, value)
+    logged = server_log(served).count(f"Exception on {route} [POST]")
+    answer = served.client.post(route, json=body if route == "/predict" else {"citizens": [body]})
+    assert answer.status_code == 400, answer.text
+    locations = [error["loc"] for error in answer.json()["detail"]]
+    assert any(loc[-len(path) :] == list(path) for loc in locations), answer.text
+    assert marker not in answer.text
+    # BentoML logs every 400 at ERROR, with the validation error: the value must not be in it.
+    wait_for(lambda: server_log(served).count(f"Exception on {route} [POST]") > logged, 10, "the 400 in the log")
+    assert marker not in server_log(served)
+
+
+def test_predict_takes_1_mib_and_answers_413_above(served):
+    body = json.dumps(EXAMPLE_HISTORY).encode()
+    headers = {"content-type": "application/json"}
+    exactly = body + b" " * (2**20 - len(body))  # whitespace after JSON is still JSON
+    assert served.client.post("/predict", content=exactly, headers=headers).status_code == 200
+    over = served.client.post("/predict", content=exactly + b" ", headers=headers)
+    assert over.status_code == 413, over.text
+    assert "/predict" in over.json()["error"]
+
+
+def test_a_history_over_the_limit_answers_422_naming_measurements(served):
+    rounds = [
+        {**EXAMPLE_HISTORY["measurements"][0], "measured_on": f"20{15 + k // 12}-{k % 12 + 1:02d}-01"}
+        for k in range(MAX_MEASUREMENTS + 1)
+    ]
+    body = {**copy.deepcopy(EXAMPLE_HISTORY), "measurements": rounds, "as_of": "2040-01-01"}
+    body["citizen"]["citizen_id"] = "C000124"  # not the example's: a batch holds each citizen once
+    answer = served.client.post("/predict", json=body)
+    assert answer.status_code == 422, answer.text
+    assert "measurements" in answer.text and str(MAX_MEASUREMENTS) in answer.text
+    batch = served.client.post("/predict_batch", json={"citizens": [EXAMPLE_HISTORY, body]})
+    assert batch.status_code == 422, batch.text
+    assert "citizens[1].measurements" in batch.text
+    at_limit = {**body, "measurements": rounds[:MAX_MEASUREMENTS]}
+    assert served.client.post("/predict", json=at_limit).status_code == 200
+
+
 def test_intervention_codes_are_all_accepted(served):
     body = copy.deepcopy(EXAMPLE_HISTORY)
     body["interventions"] = [
@@ -271,19 +329,89 @@ def test_minimal_history_is_scored(served):
     assert prediction["measurement_id"] == "round-1"
 
 
-def test_audit_log_has_one_line_per_prediction_and_no_personal_data(served):
-    before = served.audit_log.read_text().splitlines() if served.audit_log.exists() else []
+def test_each_prediction_is_one_audit_row_with_the_caller_and_no_personal_data(served):
+    last = max((row["id"] for row in audit.events(served.store_url)), default=0)
     requests = [request_of(served, c) for c in sample_citizens(served, 3)]
-    served.client.post("/predict", json=requests[0]).raise_for_status()
-    served.client.post("/predict_batch", json={"citizens": requests}).raise_for_status()
-    lines = [json.loads(line) for line in served.audit_log.read_text().splitlines()[len(before) :]]
-    assert len(lines) == 4
-    assert [line["citizen_id"] for line in lines] == [r["citizen"]["citizen_id"] for r in requests[:1] + requests]
-    for line in lines:
-        assert set(line) == AUDIT_KEYS
-        assert len(line["top_factors"]) == 3 and 0 < line["probability"] < 1
-    text = served.audit_log.read_text()
-    assert "birth_year" not in text and str(requests[0]["citizen"]["birth_year"]) not in text
+    one = served.client.post("/predict", json=requests[0])
+    one.raise_for_status()
+    many = served.client.post("/predict_batch", json={"citizens": requests})
+    many.raise_for_status()
+    rows = [row for row in audit.events(served.store_url) if row["id"] > last]
+    assert [row["event"] for row in rows] == ["api_predict"] + ["api_predict_batch"] * 3
+    assert [row["citizen_id"] for row in rows] == [r["citizen"]["citizen_id"] for r in requests[:1] + requests]
+    answers = [one.json(), *many.json()["predictions"]]
+    version = one.json()["model"]["version"]
+    for row, answer in zip(rows, answers, strict=True):
+        assert (row["user_id"], row["role"]) == ("service", "service")
+        assert (row["model_name"], row["model_version"]) == (MODEL_NAME, version)
+        assert row["probability"] == pytest.approx(answer["probability"], abs=1e-6)
+        assert set(row) == AUDIT_COLUMNS | {"detail"} and set(row["detail"]) == AUDIT_DETAIL
+        assert [f["factor"] for f in row["detail"]["top_factors"]] == [
+            f["key"] for f in answer["explanation"]["factors"][:3]
+        ]
+        assert all(set(f) == {"factor", "contribution"} for f in row["detail"]["top_factors"])
+    citizens = {r["citizen"]["citizen_id"]: r["citizen"] for r in requests}
+    for row in rows:
+        text = json.dumps(row, default=str)
+        assert "birth_year" not in text and "answers" not in text and 'self_efficacy":' not in text
+        values = [v for v in row.values() if not isinstance(v, dict)] + list(row["detail"].values())
+        assert citizens[row["citizen_id"]]["birth_year"] not in values
+
+
+@pytest.fixture(scope="module")
+def stored(served: Served) -> str:
+    """The server's store holding the simulated dataset, for the caseworker page."""
+    store.ingest(served.dataset, served.store_url, source="test_service")
+    return served.store_url
+
+
+def test_metrics_need_a_role_and_name_route_templates_never_citizen_ids(served, stored):
+    citizen = sample_citizens(served, 1)[0]
+    made_up = "QX-no-such-citizen-4417"
+    with served.as_("caseworker") as caseworker, served.as_("admin") as admin, served.anonymous() as anonymous:
+        assert caseworker.get(f"/caseworker/citizen/{citizen}").status_code == 200
+        assert caseworker.get(f"/caseworker/citizen/{made_up}").status_code == 404
+        assert anonymous.get(f"/QX-no-such-route-4417/{citizen}").status_code == 404
+        assert anonymous.get("/metrics").status_code == 401
+        assert caseworker.get("/metrics").status_code == 403
+        template = 'route="/caseworker/citizen/{citizen_id:path}"'
+        text = wait_for(
+            lambda: (answer := admin.get("/metrics")).status_code == 200 and template in answer.text and answer.text,
+            30,
+            "the page view in /metrics",
+        )
+    assert f'{template},status="200"' in text and f'{template},status="404"' in text
+    assert 'route="(no route)"' in text
+    for raw in (citizen, made_up, "QX-no-such-route"):
+        assert raw not in text
+
+
+def test_the_access_log_names_route_templates_never_citizen_ids(served, stored):
+    """serving.access writes one access line per request, with the route template, status and role."""
+    citizen = sample_citizens(served, 2)[1]
+    with served.as_("caseworker") as caseworker:
+        assert caseworker.get(f"/caseworker/citizen/{citizen}").status_code == 200
+    line = "GET /caseworker/citizen/{citizen_id:path} 200"
+    wait_for(lambda: line in server_log(served), 10, f"the access line {line!r} in the server log")
+    assert citizen not in server_log(served)
+
+
+def test_admin_answers_401_before_reading_a_body(served):
+    """Headers that announce 100 MB and no body: the 401 comes at once, so the body was not awaited."""
+    host, port = served.url.removeprefix("http://").split(":")
+    start = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST /admin/retrain HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = connection.recv(4096)
+            assert chunk, head
+            head += chunk
+    assert head.startswith(b"HTTP/1.1 401"), head
+    assert time.monotonic() - start < 5
 
 
 def test_openapi_document_has_each_endpoint_with_an_example(served):
@@ -327,6 +455,8 @@ def test_schemathesis_finds_no_server_error(served, tmp_path):
         "--no-color",
         "--include-path-regex",
         "^/(predict|predict_batch|model|livez|readyz)$",
+        "--header",
+        f"Authorization: Bearer {served.accounts['service'].token}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=240)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
@@ -353,9 +483,7 @@ def test_moved_alias_is_served_without_restart_or_dropped_requests(served, tmp_p
     stop = threading.Event()
 
     def keep_asking() -> None:
-        import httpx
-
-        with httpx.Client(base_url=served.url, timeout=60) as client:
+        with served.as_("service") as client:
             while not stop.is_set():
                 statuses.append(client.post("/predict", json=body).status_code)
 

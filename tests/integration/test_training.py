@@ -156,7 +156,7 @@ def test_champion_loads_predicts_and_explains_on_the_calibrated_log_odds(trained
     np.testing.assert_allclose(np.asarray(pyfunc.predict(frame)).ravel(), model.probability(X), rtol=1e-6)
 
 
-def test_retraining_registers_a_new_version_and_leaves_the_champion(trained):
+def test_retraining_registers_a_new_version_and_leaves_the_champion(trained, monkeypatch):
     import os
 
     import mlflow
@@ -169,6 +169,7 @@ def test_retraining_registers_a_new_version_and_leaves_the_champion(trained):
     config = TrainConfig(
         folds=2, n_boot=5, models=("xgboost_monotone",), xgboost_grid=({"max_depth": 3, "learning_rate": 0.1},)
     )
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # set for the module's `bip` commands; train() takes the URI
     outcome = train(
         read_dataset(trained.data)[0],
         trained.tracking_uri,
@@ -221,9 +222,10 @@ def test_evaluate_writes_metrics_with_intervals(trained, tmp_path, monkeypatch):
 
 def test_a_truth_folder_without_true_probabilities_is_a_user_error(trained, tmp_path, monkeypatch):
     from bip.cli import build_app
+    from bip.errors import UserError
 
     monkeypatch.setenv("BIP_HOME", str(trained.home))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.tracking_uri)
     args = ["evaluate", "--data", str(trained.data), "--truth", str(tmp_path), "--out", str(tmp_path / "m.json")]
     result = CliRunner().invoke(build_app(), args)
-    assert result.exit_code != 0 and "true_probabilities.csv" in result.output
+    assert isinstance(result.exception, UserError) and "true_probabilities.csv" in str(result.exception)

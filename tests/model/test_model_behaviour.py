@@ -63,13 +63,17 @@ def planted_strengths(scenario: dict) -> pd.Series:
     )
 
 
-def indicator_ranking(fit: Fitted) -> list[str]:
-    """Indicators by mean |summed SHAP contribution| (citizen's and caseworker's columns together)."""
+def indicator_importance(fit: Fitted) -> pd.Series:
+    """Indicators by mean |summed SHAP contribution| (citizen's and caseworker's columns together), descending."""
     model = fit.model
     contributions = model.contributions(model.matrix(fit.frame))[:, :-1]
     belongs_to = dict(zip(model.catalogue["name"], model.catalogue["belongs_to"], strict=True))
     importance = importance_by_indicator(contributions, model.feature_names, belongs_to)
-    return [code for code in importance.index if code in INDICATOR_CODES]
+    return importance[[code for code in importance.index if code in INDICATOR_CODES]]
+
+
+def indicator_ranking(fit: Fitted) -> list[str]:
+    return list(indicator_importance(fit).index)
 
 
 def test_raising_an_indicator_level_never_lowers_the_chance(default):
@@ -109,18 +113,32 @@ def test_relabelled_citizen_ids_give_the_same_predictions(default):
     assert "citizen_id" not in model.feature_names
 
 
-def test_strongest_planted_indicators_are_among_the_most_important(default):
-    # Planted effects differ little and the latent indicators share a person factor, so the
-    # recovered order is only roughly the planted one: test what holds across seeds.
+# Measured on this fixture (2,000 citizens, seed 5): Spearman 0.585 between mean |SHAP| and the
+# planted strengths; contact ability (planted 0.03) ranks 3rd of 11, and the bottom three are job
+# search (0.20), everyday coping (0.05) and concentration (0.03). Why: each indicator's answers are
+# also noisy readings of the citizen's general readiness (the latent indicators share a person
+# factor, sd 0.55, beside their own, sd 0.45), so the model may use any of the 20 answers as a
+# readiness proxy; mean |SHAP| measures that predictive use, not the planted effect. Contact
+# ability's importance here sits in its level columns (0.16 citizen, 0.13 caseworker), not in its
+# change columns. With 767 labelled events the proxies it picks vary by sample: 0.82 on the same
+# seed without truth draws, 0.62-0.78 on seeds 6-9, 0.65 at 8,000 citizens and 0.94 at 16,000.
+# The checks stay at the stated thresholds and are expected to fail (strict: a pass is reported)
+# until the model, its size here, or the measure of importance meets them.
+@pytest.mark.xfail(strict=True, reason="measured Spearman 0.585 < 0.7 at this size (see the comment above)")
+def test_shap_importance_ranks_the_indicators_as_planted(default):
+    importance = indicator_importance(default)
+    planted = planted_strengths(load_scenario()).reindex(importance.index)
+    agreement = importance.corr(planted, method="spearman")
+    assert agreement >= 0.7, (round(agreement, 3), importance.round(3).to_dict())
+
+
+@pytest.mark.xfail(strict=True, reason="contact ability (planted 0.03) ranks 3rd at this size (see above)")
+def test_zero_effect_indicators_rank_in_the_bottom_three(default):
     ranking = indicator_ranking(default)
     planted = planted_strengths(load_scenario())
-    strongest, weakest = list(planted.index[:4]), list(planted.index[-3:])
-    assert len(set(strongest) & set(ranking[:5])) >= 2, (ranking, strongest)
-
-    def mean_rank(codes: list[str]) -> float:
-        return float(np.mean([ranking.index(code) for code in codes]))
-
-    assert mean_rank(strongest) + 1 < mean_rank(weakest), (ranking, strongest, weakest)
+    near_zero = set(planted.index[planted == planted.min()])  # concentration, contact ability, network support
+    assert len(near_zero) == 3
+    assert near_zero == set(ranking[-3:]), ranking
 
 
 def test_a_changed_scenario_moves_the_ranking(default, changed):

@@ -1,11 +1,12 @@
 """The research analyses recover the simulator's planted effects, move when they change, and render.
 
-Recovery: an estimate recovers a planted value when the value lies inside the estimate's interval.
-The file checks K_CHECKS intervals at once, so each is widened to a family-wise 95 % level
-(Bonferroni: z = 3.04 instead of 1.96); one seed's 95 % interval misses about one in twenty
-planted values by chance alone (see docs/research.md). Progression is bounded by the 1-5 answer
-scale, so there the test asks for the planted order and signs and a magnitude within
-PROGRESSION_TOLERANCE scale points (docs/research.md explains why the interval alone is too narrow).
+Recovery: an estimate recovers a planted value when the value lies inside the estimate's 95 %
+interval (z = 1.96), on one seed fixed before these checks were written (2013, the seed of the
+docs' tables). Each such check misses by chance one seed in twenty; how often each interval holds
+its planted value over many seeds, and each estimator's bias, is measured by
+`benchmarks/bench_research_coverage.py` (`benchmarks/RESULTS-research-coverage.md`). Where an
+estimator is biased by design, the test asserts what holds despite the bias (progression: the
+answer scale's floor, see `test_progression_recovers_planted_order_sign_and_size`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
-from scipy.stats import norm
 from typer.testing import CliRunner
 
 from experiments.analyses import (
@@ -34,32 +34,17 @@ from experiments.analyses import (
 from experiments.caseworker_effects import caseworker_effect_analysis
 from experiments.commands import report
 from experiments.mixed import fit_random_intercept_logit
-from experiments.person_rounds import LATENT_INDICATORS, day_number
+from experiments.person_rounds import LATENT_INDICATORS, day_number, z_value
 from experiments.report import DEFAULT_EXPERIMENT
-from features.catalogue import GROUPS, PATTERNS
+from features.catalogue import PATTERNS
 from features.contract import write_dataset
-from simulator.simulation import load_scenario, merge, simulate, target_matrix
+from simulator.calibration import effective_caseworker_scenario
+from simulator.planted import CHANGED, PRACTICE_PLANTED, planted_progression
+from simulator.simulation import load_scenario, merge, simulate
 
 CITIZENS, SEED = 4000, 2013
-K_CHECKS = 21  # interval checks in this file: 15 on the default scenario, 6 on the changed one
-Z = float(norm.ppf(1 - 0.05 / (2 * K_CHECKS)))
-PROGRESSION_TOLERANCE = 0.03
+Z = z_value(0.95)
 CONFIG = ResearchConfig(draws=50)
-CHANGED = {
-    "hazard": {
-        "caseworker_belief": 0.6,
-        "high_job_orientation": 0.0,
-        "caseworker_change": 0.4,
-        "caseworker_effect_sd": 0.9,
-        "indicators": {"health_coping": 0.03, "network_support": 0.30},
-    },
-    "progression": {"pattern": {"none": -0.10, "other_only": 0.0, "job_only": 0.10, "job_and_other": 0.02}},
-}
-PRACTICE_PLANTED = {
-    "caseworker_belief": "caseworker_belief",
-    "orientation_high": "high_job_orientation",
-    "caseworker_changed": "caseworker_change",
-}
 
 
 class Scenario:
@@ -186,26 +171,13 @@ def test_practice_effects_move_to_changed_planted_values(default, changed):
 # --- 3. interventions and progression -----------------------------------------------------------------------
 
 
-def planted_progression(s: Scenario) -> pd.Series:
-    """The planted expected change of the mean latent indicator per round, by pattern: the pattern's
-    drift plus the targeted effect of the groups active in the last 3 months, averaged over rows."""
-    p = s.scenario["progression"]
-    f = s.data.features
-    consecutive = f.loc[f["days_since_prev"] <= 1.5 * s.data.window_days]
-    active = np.column_stack([consecutive[f"grp_{g}__days_91"] > 0 for g in GROUPS]).astype(float)
-    targeted = p["targeted"] * (active @ target_matrix(p["targets"])).mean(axis=1)
-    pattern = consecutive["pattern_3m"].astype(str).to_numpy()
-    expected = np.array([p["pattern"][x] for x in pattern]) + targeted
-    return pd.Series(expected).groupby(pattern).mean()
-
-
 @pytest.mark.parametrize("which", ["default", "changed"])
 def test_progression_recovers_planted_order_sign_and_size(which, request):
     s = request.getfixturevalue(which)
     metrics = progression_analysis(s.data, CONFIG).metrics
     estimate = pd.Series({p: metrics[f"change_{p}"] for p in PATTERNS})
     se = pd.Series({p: metrics[f"change_{p}_se"] for p in PATTERNS})
-    planted = planted_progression(s).reindex(list(PATTERNS))
+    planted = planted_progression(s.scenario, s.data.features, s.data.window_days).reindex(list(PATTERNS))
     assert list(estimate.sort_values().index) == list(planted.sort_values().index)
     significant = planted.abs() > 0.04
     assert (np.sign(estimate[significant]) == np.sign(planted[significant])).all()
@@ -238,10 +210,7 @@ def test_caseworker_sd_recovers_planted_sd(which, request):
 
 def test_effective_caseworker_share_matches_the_simulated_what_if(default):
     metrics = caseworker_effect_analysis(default.data, default.models, CONFIG).metrics
-    q = CONFIG.effective_quantile
-    what_if = merge(
-        default.scenario, {"hazard": {"caseworker_effect_fixed": default.hazard["caseworker_effect_sd"] * norm.ppf(q)}}
-    )
+    what_if = effective_caseworker_scenario(default.scenario, CONFIG.effective_quantile)
     simulated = simulate(citizens=CITIZENS, seed=SEED, scenario=what_if, truth_draws=0).dataset.outcomes
     target = float((simulated["event"] != "none").mean())
     assert covers(metrics["effective_share"], metrics["effective_share_se"], target)
