@@ -21,10 +21,12 @@ setup: $(BIN)/bip
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The demo signs in like production: a caseworker of every job centre and a service token, printed.
 demo: setup
 	$(BIN)/bip simulate --out $(DATA)
 	$(BIN)/bip ingest $(DATA)
-	$(BIN)/bip train
+	$(BIN)/bip train --truth $(DATA)-truth
+	$(BIN)/bip users demo
 	$(BIN)/bip serve --port $(PORT)
 
 test: setup browser

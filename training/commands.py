@@ -56,8 +56,10 @@ def train(
 ) -> None:
     """Train and validate the models (one MLflow run each), register the calibrated monotone XGBoost.
 
-    Exit codes: 0 registered, 2 a usage or data error, 3 a crash (also: the registry cannot be reached;
-    then no alias is set).
+    Exit codes:
+    0 registered;
+    2 a usage or data error;
+    3 a crash (also: the registry cannot be reached; then no alias is set).
 
     With --dask: the monotone XGBoost only, on xgboost.dask, validated on held-out citizens (docs/dask.md).
     """
@@ -245,9 +247,13 @@ def retrain(
     """After `bip ingest` of a new round: a challenger against the champion on the outcomes that became
     known since, gates, drift report; the champion alias moves only when every gate passes.
 
-    The unit a scheduler runs (cron, a Kubernetes CronJob). Exit codes: 0 promoted or kept (a dry run,
-    or the champion moved meanwhile), 1 a gate failed (the champion is kept), 2 a usage or data error
-    (also: another retrain holds the lock), 3 a crash (also: the store or the registry cannot be reached).
+    The unit a scheduler runs (cron, a Kubernetes CronJob; docs/deploy.md).
+
+    Exit codes:
+    0 promoted or kept (a dry run, or the champion moved meanwhile);
+    1 a gate failed (the champion is kept);
+    2 a usage or data error (also: another retrain holds the lock);
+    3 a crash (also: the store or the registry cannot be reached).
     """
     from training.config import TrainConfig
     from training.lifecycle import Gates
