@@ -75,7 +75,7 @@ class ResearchConfig:
     orientation_threshold: float = 3.0
     effective_quantile: float = 0.9
     draws: int = 200
-    train: Any = None  # training.train.TrainConfig for analysis 5; None: its defaults
+    train: Any = None  # training.config.TrainConfig for analysis 5; None: its defaults
 
 
 @dataclass(frozen=True)
@@ -315,6 +315,7 @@ def indicator_analysis(
         )
     else:
         findings.append(f"No SHAP importance: {importance_source or 'no trained model was available'}.")
+    # The citizen's and the caseworker's parts exist only with a design of raw answers.
     parts = ["cit_log_odds", "cit_low", "cit_high", "cw_log_odds", "cw_low", "cw_high"]
     shown = table[
         [
@@ -322,7 +323,7 @@ def indicator_analysis(
             "odds_ratio",
             "odds_ratio_low",
             "odds_ratio_high",
-            *[c for c in parts if c in table.columns],
+            *(parts if "cit_log_odds" in table.columns else []),
             *(["shap_importance", "shap_rank"] if importance is not None else []),
         ]
     ]

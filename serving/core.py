@@ -329,6 +329,15 @@ def _indicator_scores(frame: pd.DataFrame, positions: np.ndarray) -> dict[str, l
     return out
 
 
+def probability_steps(base: np.ndarray, ranked: np.ndarray) -> np.ndarray:
+    """The waterfall in probability terms: adding the ranked contributions (rows x factors, log-odds) one
+    at a time to the base value, how much each moves the probability. Per row the steps add up to the
+    probability minus the average citizen's; their sizes depend on the order (the log-odds do not)."""
+    after = expit(base[:, None] + np.cumsum(ranked, axis=1))
+    before = np.concatenate([expit(base)[:, None], after[:, :-1]], axis=1)
+    return after - before
+
+
 def _explanations(
     loaded: LoadedModel, frame: pd.DataFrame, positions: np.ndarray, feature_contributions: bool
 ) -> tuple[np.ndarray, list[dict]]:
@@ -341,6 +350,8 @@ def _explanations(
     n_features = contributions.shape[1] - 1
     summed = contributions[:, :n_features] @ factors.membership
     order = np.argsort(-np.abs(summed), axis=1, kind="stable")
+    base = contributions[:, -1]
+    steps = probability_steps(base, np.take_along_axis(summed, order, axis=1))
     scores = _indicator_scores(frame, positions)
     indicator = [kind == "indicator" for kind in factors.kinds]
     described = [
@@ -352,17 +363,19 @@ def _explanations(
         explanations.append(
             {
                 "scale": "log-odds",
-                "base_value": float(contributions[r, -1]),
+                "base_value": float(base[r]),
+                "base_probability": float(expit(base[r])),
                 "log_odds": float(log_odds[r]),
                 "probability": float(probability[r]),
                 "factors": [
                     {
                         **described[j],
                         "contribution": values[j],
+                        "probability_change": step,
                         "direction": "raises" if values[j] >= 0 else "lowers",
                         "scores": scores[factors.keys[j]][r] if indicator[j] else None,
                     }
-                    for j in ranked
+                    for j, step in zip(ranked, steps[r].tolist(), strict=True)
                 ],
                 "features": _feature_list(model, X[r], contributions[r]) if feature_contributions else None,
             }
@@ -635,7 +648,7 @@ class Predictor:
                     return self._checked(True, False)
                 if current is not None and current.version == str(version):
                     return self._checked(True, False)
-                model = load_model(f"models:/{s.model_name}/{version}")
+                model = load_model(f"models:/{s.model_name}/{version}", s.tracking_uri)
                 self._loaded = LoadedModel(model, s.model_name, str(version), s.model_alias)
                 self.last_error = None
                 logger.info("serving %s version %s (%s)", s.model_name, version, s.model_alias)
@@ -651,12 +664,8 @@ class Predictor:
         return swapped
 
     def start(self, poll_seconds: float = 5.0) -> None:
-        """Point MLflow at the settings' registry, load the champion now, and poll the alias every
+        """Load the champion from the settings' registry now, and poll the alias every
         `poll_seconds` on a daemon thread (0: never poll)."""
-        import mlflow
-
-        mlflow.set_tracking_uri(self.settings.tracking_uri)
-        mlflow.set_registry_uri(self.settings.tracking_uri)
         self.refresh()
         if poll_seconds > 0 and self._thread is None:
             self._thread = threading.Thread(target=self._poll, args=(poll_seconds,), name="bip-model-poll", daemon=True)

@@ -314,6 +314,10 @@ class Factor(BaseModel):
     label_da: str
     label_en: str
     contribution: float
+    probability_change: float = Field(
+        description="The waterfall step: how much adding this factor, after the ones before it in the list, moves "
+        "the probability (from base_probability; the steps add up to probability - base_probability)."
+    )
     direction: Literal["raises", "lowers"]
     scores: IndicatorScores | None = Field(default=None, description="Indicators only.")
 
@@ -330,6 +334,7 @@ class Explanation(BaseModel):
 
     scale: str = Field(default="log-odds", description="Always log-odds: base_value, contributions and log_odds.")
     base_value: float
+    base_probability: float = Field(description="The average citizen's chance: 1/(1+exp(-base_value)).")
     log_odds: float
     probability: float
     factors: list[Factor] = Field(description="Largest |contribution| first.")
@@ -347,6 +352,7 @@ EXAMPLE_PREDICTION: dict[str, Any] = {
     "explanation": {
         "scale": "log-odds",
         "base_value": -1.02,
+        "base_probability": 0.265,
         "log_odds": -0.80,
         "probability": 0.31,
         "factors": [
@@ -356,6 +362,7 @@ EXAMPLE_PREDICTION: dict[str, Any] = {
                 "label_da": "Jobsøgningsadfærd",
                 "label_en": "Job-search behaviour",
                 "contribution": 0.35,
+                "probability_change": 0.0735,
                 "direction": "raises",
                 "scores": {"citizen": 4, "caseworker": 3, "citizen_change": 2.0, "caseworker_change": 1.0},
             },
@@ -365,6 +372,7 @@ EXAMPLE_PREDICTION: dict[str, Any] = {
                 "label_da": "Andel på offentlig forsørgelse, 5 år",
                 "label_en": "Share on public support, 5 years",
                 "contribution": -0.13,
+                "probability_change": -0.0285,
                 "direction": "lowers",
                 "scores": None,
             },

@@ -29,7 +29,15 @@ from serving.access import Sessions, principal_of
 from serving.accounts import Principal
 from serving.audit import ASSESSMENTS, AuditTrail, Event, UnknownView, prediction_event
 from serving.core import Predictor, history_from_dataset, model_info, score, step_ups
-from serving.page.charts import PANEL_GRID, PANEL_H, PANEL_W, contribution_chart, history_panels, intervention_timeline
+from serving.page.charts import (
+    PANEL_GRID,
+    PANEL_H,
+    PANEL_W,
+    contribution_chart,
+    history_panels,
+    intervention_timeline,
+    waterfall_chart,
+)
 from serving.page.forms import (
     MAX_ID_CHARS,
     MAX_REASON_CHARS,
@@ -163,6 +171,7 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
             today=date.today().isoformat(),
             statement=statement(info, lang),
             chart=contribution_chart(factors, lang),
+            waterfall=waterfall_chart(prediction.explanation, lang, waterfall_labels(lang)),
             others=[f for f in factors if f.kind != "indicator"],
             moves=moves,
             at_top=at_top,
@@ -288,12 +297,17 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
     )
 
 
+def waterfall_labels(lang: str) -> dict[str, str]:
+    t = TEXT[lang]
+    return {"base": t["waterfall_base"], "others": t["waterfall_others"], "result": t["waterfall_result"]}
+
+
 def same_origin(request: Request) -> bool:
-    """False when the browser says the form came from another site (Origin or Referer of another host)."""
-    origin = request.headers.get("origin") or request.headers.get("referer")
-    if not origin or origin == "null":
-        return origin != "null"
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    """False when the browser names another site as the form's origin. Our pages send
+    `Referrer-Policy: no-referrer`, under which browsers send `Origin: null` with their own forms, so
+    "null" or no header proves nothing either way: the form token is the check that counts."""
+    origin = request.headers.get("origin") or request.headers.get("referer") or "null"
+    return origin == "null" or urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 def page_view(principal: Principal, prediction: Prediction) -> Event:

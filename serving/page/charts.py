@@ -9,7 +9,7 @@ from datetime import date
 
 from features.catalogue import GROUP_LABELS, INDICATORS, INTERVENTION_GROUP, INTERVENTIONS, SCORE_MAX, SCORE_MIN
 from serving.page.text import label, pick
-from serving.schemas import CitizenHistory, Factor
+from serving.schemas import CitizenHistory, Explanation, Factor
 
 INTERVENTION_BY_CODE = {i.code: i for i in INTERVENTIONS}
 
@@ -67,6 +67,83 @@ def contribution_chart(factors: Sequence[Factor], lang: str) -> BarChart:
             )
         )
     return BarChart(bars, label_width + plot, 28 + len(bars) * row + 8, zero, label_width, row)
+
+
+WATERFALL_FACTORS = 8  # the largest factors get a step each; the rest one step together
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str  # a factor's key; "base", "others" or "result"
+    label: str
+    change: float  # probability points (0-1 scale); for base and result the level itself
+    before: float
+    after: float
+    x: float
+    width: float
+    y: float
+    direction: str  # raises, lowers, or level
+
+
+@dataclass(frozen=True)
+class Waterfall:
+    steps: list[Step]
+    width: int
+    height: int
+    label_width: int
+    row: int
+    ticks: list[tuple[float, str]]  # x, label
+
+
+def waterfall_steps(explanation: Explanation, lang: str, labels: dict[str, str]) -> list[tuple[str, str, float]]:
+    """(key, label, probability change) from the average citizen's chance to this citizen's, one step per
+    large factor and one for the rest, in the explanation's order: the changes add up to the difference."""
+    factors = explanation.factors
+    shown = [(f.key, label(f, lang), f.probability_change) for f in factors[:WATERFALL_FACTORS]]
+    rest = factors[WATERFALL_FACTORS:]
+    if rest:
+        shown.append(("others", labels["others"], float(sum(f.probability_change for f in rest))))
+    return shown
+
+
+def waterfall_chart(explanation: Explanation, lang: str, labels: dict[str, str]) -> Waterfall:
+    """Floating bars in percentage points: the average chance, each step, this citizen's chance."""
+    plot, row, top = 420, 28, 28
+    steps = waterfall_steps(explanation, lang, labels)
+    levels = [explanation.base_probability]
+    for _, _, change in steps:
+        levels.append(levels[-1] + change)
+    high = max([*levels, explanation.probability, 0.01])
+    scale = (plot - 60) / high
+    label_width = max(240, label_room([text for _, text, _ in steps] + [labels["base"], labels["result"]]))
+    rows = [("base", labels["base"], explanation.base_probability, 0.0, explanation.base_probability, "level")]
+    rows += [
+        (key, text, change, before, after, "raises" if change >= 0 else "lowers")
+        for (key, text, change), before, after in zip(steps, levels[:-1], levels[1:], strict=True)
+    ]
+    rows.append(("result", labels["result"], explanation.probability, 0.0, explanation.probability, "level"))
+    drawn = [
+        Step(
+            key,
+            text,
+            change,
+            before,
+            after,
+            x=label_width + min(before, after) * scale,
+            width=max(abs(after - before) * scale, 1.0),
+            y=top + k * row,
+            direction=direction,
+        )
+        for k, (key, text, change, before, after, direction) in enumerate(rows)
+    ]
+    step = 0.05 if high <= 0.3 else 0.1
+    ticks = [(label_width + v * scale, f"{round(100 * v)}") for v in _range(0.0, high, step)]
+    return Waterfall(drawn, label_width + plot, top + len(drawn) * row + 8, label_width, row, ticks)
+
+
+def _range(start: float, stop: float, step: float) -> list[float]:
+    count = int(stop / step + 1e-9) + 1
+    return [start + k * step for k in range(count)]
 
 
 @dataclass(frozen=True)

@@ -243,7 +243,8 @@ def test_two_retrains_on_different_homes_and_one_store_one_runs_and_a_killed_one
     first.ingest_round(ROUND_2)
     before = store_state(first.settings)
     lease = {"BIP_DATABASE_URL": store_url, "MLFLOW_TRACKING_URI": tracking, "BIP_LOCK_LEASE_SECONDS": "10"}
-    process = retrain_process({**first.env, **lease})
+    # Many bootstrap replicates: the first retrain is still running when the second asks.
+    process = retrain_process({**first.env, **lease}, "--n-boot", "20000")
     try:
         run_id = wait_for_running_retrain(first.settings, process)
         refused = subprocess.run(
