@@ -24,7 +24,7 @@ from enum import StrEnum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Column, DateTime, ForeignKey, MetaData, String, Table, select, update
+from sqlalchemy import Column, DateTime, ForeignKey, MetaData, String, Table, inspect, select, update
 from sqlalchemy.engine import Connection
 
 from bip.errors import UserError
@@ -216,8 +216,6 @@ def users(url: str) -> list[UserRow]:
 
 
 def _has_schema(conn: Connection) -> bool:
-    from sqlalchemy import inspect
-
     return inspect(conn).has_table("users")
 
 
@@ -274,7 +272,7 @@ class Directory:
     def __init__(self, url: str) -> None:
         self.url = url
         self._lock = threading.Lock()
-        self._tokens: dict[bytes, tuple[Principal, float]] = {}
+        self._tokens: dict[str, tuple[bytes, Principal, float]] = {}
         self._users: dict[str, tuple[Principal | None, float]] = {}
 
     def user(self, name: str, via: str = "session") -> Principal | None:
@@ -296,12 +294,13 @@ class Directory:
         match = _TOKEN.match(token)
         if match is None:
             return None
+        token_id, secret = match.groups()
         digest, now = hashlib.sha256(token.encode()).digest(), time.monotonic()
         with self._lock:
-            cached = self._tokens.get(digest)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        token_id, secret = match.groups()
+            cached = self._tokens.get(token_id)
+        # A token that passed argon2 a moment ago: its digest, compared in constant time.
+        if cached is not None and cached[2] > now and hmac.compare_digest(cached[0], digest):
+            return cached[1]
         with store.engine(self.url).connect() as conn:
             if not _has_schema(conn):
                 return None
@@ -313,10 +312,5 @@ class Directory:
             principal = _principal_of(conn, user, "token") if user else None
         if principal is not None:
             with self._lock:
-                self._tokens[digest] = (principal, now + TOKEN_CACHE_SECONDS)
+                self._tokens[token_id] = (digest, principal, now + TOKEN_CACHE_SECONDS)
         return principal
-
-
-def same_secret(given: str, expected: str) -> bool:
-    """Constant-time comparison of two secrets."""
-    return hmac.compare_digest(given.encode(), expected.encode())

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Float, Integer, MetaData, String, Table, Text, inspect, select
+from sqlalchemy import JSON, Column, DateTime, Float, Integer, MetaData, String, Table, Text, func, inspect, select
 from sqlalchemy.engine import Connection
 
 from bip.errors import UserError
@@ -255,8 +255,6 @@ def events(
 
 def count_since(url: str, event: str, user_id: str, since: datetime) -> int:
     """How many `event` rows of `user_id` since `since` (e.g. failed logins, for the rate limit)."""
-    from sqlalchemy import func
-
     stmt = select(func.count()).where(EVENTS.c.event == event, EVENTS.c.user_id == user_id, EVENTS.c.at >= since)
     with store.engine(url).connect() as conn:
         if not inspect(conn).has_table("audit_events"):

@@ -144,3 +144,31 @@ def test_assessments_of_an_older_store_gain_the_new_columns(store_url):
     AuditTrail(store_url).append([Event("login", user_id="anna")])
     [old] = audit.assessments(store_url, "c10")
     assert old["assessment"] == "agree" and old["user_id"] is None
+
+
+def _append_many(url: str, writer: str, count: int) -> None:
+    trail = AuditTrail(url)
+    for k in range(count):
+        trail.append(
+            [Event("api_predict", user_id=writer, role="service", citizen_id=f"{writer}-{k}", probability=k / count)]
+        )
+
+
+def test_two_processes_append_audit_rows_at_once_and_none_is_lost(store_url):
+    """Two OS processes (as two service replicas would) append to one store at the same time."""
+    import multiprocessing
+
+    AuditTrail(store_url).append([Event("login", user_id="setup")])  # the tables exist before the race
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_append_many, args=(store_url, name, 150)) for name in ("one", "two")]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(timeout=240)
+        assert process.exitcode == 0
+    rows = audit.events(store_url, event="api_predict")
+    assert len(rows) == 300 and len({r["id"] for r in rows}) == 300
+    for name in ("one", "two"):
+        mine = [r for r in rows if r["user_id"] == name]
+        assert [r["citizen_id"] for r in mine] == [f"{name}-{k}" for k in range(150)]  # in order, none missing
+        assert all(r["role"] == "service" and r["probability"] is not None for r in mine)
