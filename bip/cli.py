@@ -3,6 +3,10 @@
 Exit codes, the same for every command: 0 done (for `bip retrain`: promoted or kept), 1 a gate
 failed (`bip retrain`), 2 a usage or data error (the message says what to fix), 3 a crash (a bug or
 an unreachable dependency; the traceback is printed).
+
+Global options, before the command: `--verbose` (information from bip, MLflow and alembic too),
+`--quiet` (errors only, no progress bars), `--version`. Logging and the terminal are set up once,
+here (`bip.console`).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from typing import Annotated
 
 import typer
 
@@ -18,11 +23,48 @@ from bip.errors import UserError
 EXIT_USAGE, EXIT_CRASH = 2, 3
 
 
+def installed_version() -> str:
+    """bip's version from the installed package's metadata (pyproject.toml), one place for it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bip")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"bip {installed_version()}")
+        raise typer.Exit()
+
+
+def configure_terminal(
+    ctx: typer.Context,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show information lines (bip, MLflow, alembic).")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors; no progress bars.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=show_version, is_eager=True, help="Print bip's version and exit."),
+    ] = False,
+) -> None:
+    """bip: job-chance predictions with explanations for job centres."""
+    from bip.console import Verbosity, configure
+
+    if verbose and quiet:
+        raise typer.BadParameter("--verbose and --quiet exclude each other", param_hint="--verbose/--quiet")
+    verbosity = Verbosity.verbose if verbose else Verbosity.quiet if quiet else Verbosity.normal
+    ctx.obj = configure(verbosity)
+
+
 def build_app() -> typer.Typer:
     from experiments import commands as experiment_commands
     from features import commands as feature_commands
     from serving import account_commands
     from serving import commands as serving_commands
+    from serving import status as status_commands
     from simulator import commands as simulator_commands
     from training import commands as training_commands
 
@@ -31,6 +73,7 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        callback=configure_terminal,
     )
     modules = (
         simulator_commands,
@@ -38,6 +81,7 @@ def build_app() -> typer.Typer:
         training_commands,
         serving_commands,
         account_commands,
+        status_commands,
         experiment_commands,
     )
     for module in modules:

@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
+from bip.console import progress
 from bip.settings import load_settings
 from features.commands import DataOption, load_dataset
 
 
 def report(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Folder to write report.html and each analysis's tables and plots to.")],
     data: DataOption = None,
     experiment: Annotated[
@@ -32,14 +34,16 @@ def report(
     train = TrainConfig(horizon_months=settings.horizon_months, seed=seed, folds=folds, n_boot=n_boot, n_jobs=n_jobs)
     config = ResearchConfig(horizon_months=settings.horizon_months, seed=seed, draws=draws, train=train)
     dataset = load_dataset(data)
-    path = build_report(
-        dataset,
-        out,
-        settings,
-        experiment=experiment or DEFAULT_EXPERIMENT,
-        config=config,
-        source=str(data) if data is not None else "",
-    )
+    with progress(ctx) as shown:
+        path = build_report(
+            dataset,
+            out,
+            settings,
+            experiment=experiment or DEFAULT_EXPERIMENT,
+            config=config,
+            source=str(data) if data is not None else "",
+            progress=shown,
+        )
     typer.echo(f"report written to {path}")
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from bip.progress import QUIET, Progress, step
 from experiments.analyses import (
     Analysis,
     ResearchConfig,
@@ -70,20 +71,29 @@ def champion_importance(settings: Any, features: pd.DataFrame) -> Importance | N
     return Importance(values, f"the registered champion {settings.model_name} version {version.version}")
 
 
-def run_analyses(data: ResearchData, config: ResearchConfig, importance: Importance | None = None) -> list[Analysis]:
+def run_analyses(
+    data: ResearchData, config: ResearchConfig, importance: Importance | None = None, progress: Progress = QUIET
+) -> list[Analysis]:
     """The five analyses in report order. Without `importance` (a champion's SHAP importance),
-    analysis 1 uses the monotone XGBoost that analysis 5 fits."""
-    comparison = model_comparison_analysis(data.dataset, config)
-    if importance is None:
-        importance = Importance(comparison.importance, comparison.importance_source)
-    models = fit_hazard_models(data, practice_spec(config), nodes=config.quadrature_nodes)
-    return [
-        indicator_analysis(data, models, config, importance.values, importance.source),
-        caseworker_practice_analysis(data, models, config),
-        progression_analysis(data, config),
-        caseworker_effect_analysis(data, models, config),
-        comparison.analysis,
-    ]
+    analysis 1 uses the monotone XGBoost that analysis 5 fits. `progress` counts the analyses and the
+    hazard models they share."""
+    with progress.task("report: analyses", total=6) as task:
+        comparison = model_comparison_analysis(data.dataset, config)
+        task.advance()
+        if importance is None:
+            importance = Importance(comparison.importance, comparison.importance_source)
+        models = fit_hazard_models(data, practice_spec(config), nodes=config.quadrature_nodes)
+        task.advance()
+        analyses = []
+        for analysis in (
+            lambda: indicator_analysis(data, models, config, importance.values, importance.source),
+            lambda: caseworker_practice_analysis(data, models, config),
+            lambda: progression_analysis(data, config),
+            lambda: caseworker_effect_analysis(data, models, config),
+        ):
+            analyses.append(analysis())
+            task.advance()
+    return [*analyses, comparison.analysis]
 
 
 # --- files ------------------------------------------------------------------------------------------
@@ -236,12 +246,14 @@ def build_report(
     experiment: str = DEFAULT_EXPERIMENT,
     config: ResearchConfig | None = None,
     source: str = "",
+    progress: Progress = QUIET,
 ) -> Path:
     """Run the analyses, log them to MLflow (the settings' tracking store) and write
     `out/report.html` with every table and plot, plus each analysis's files in `out/<analysis>/`."""
     config = config or ResearchConfig(horizon_months=settings.horizon_months)
-    data = research_data(dataset, config.horizon_months)
-    analyses = run_analyses(data, config, champion_importance(settings, data.features))
+    with step(progress, "report: research data"):
+        data = research_data(dataset, config.horizon_months)
+    analyses = run_analyses(data, config, champion_importance(settings, data.features), progress)
     out = Path(out)
     for analysis in analyses:
         write_files(analysis, out / analysis.key)

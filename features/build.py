@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from bip.progress import QUIET, Progress
 from features.catalogue import EVENTS, INTERVENTION_CODES, SCORE_COLUMNS
 from features.dataset import COLUMNS, Dataset
 from features.feature_catalogue import (
@@ -335,7 +336,9 @@ def label_within_horizon(dataset: Dataset, horizon_months: int = 12) -> pd.DataF
     return frame
 
 
-def build_features(dataset: Dataset, horizon_months: int = 12, as_of: date | None = None) -> pd.DataFrame:
+def build_features(
+    dataset: Dataset, horizon_months: int = 12, as_of: date | None = None, progress: Progress = QUIET
+) -> pd.DataFrame:
     """One row per measurement: ID_COLUMNS, FEATURE_COLUMNS, LABEL_COLUMNS (see docs/feature-catalogue.md).
 
     Rows are sorted by citizen id, measured_on and measurement id. With `as_of`, the dataset is first
@@ -345,18 +348,23 @@ def build_features(dataset: Dataset, horizon_months: int = 12, as_of: date | Non
     require_columns(dataset)
     if as_of is not None:
         dataset = truncate_dataset(dataset, as_of)
-    rounds = sorted_rounds(dataset)
-    block, pattern = numeric_features(dataset, rounds)
-    ids = {
-        "measurement_id": dataset.measurements["measurement_id"].array.take(rounds.order),
-        "citizen_id": string_array(rounds.citizen_ids[rounds.citizen]),
-        "measured_on": rounds.day.astype("datetime64[D]").astype("datetime64[s]"),
-    }
-    others = {
-        PATTERN_COLUMN: pd.Categorical.from_codes(pattern, dtype=CATEGORY_DTYPES[PATTERN_COLUMN]),
-        **background_categories(dataset, rounds),
-        **row_labels(dataset, rounds, horizon_months),
-    }
+    # Steps, not rows: each step is one vectorised pass over every measurement.
+    with progress.task("features", total=3) as task:
+        rounds = sorted_rounds(dataset)
+        task.advance()
+        block, pattern = numeric_features(dataset, rounds)
+        task.advance()
+        ids = {
+            "measurement_id": dataset.measurements["measurement_id"].array.take(rounds.order),
+            "citizen_id": string_array(rounds.citizen_ids[rounds.citizen]),
+            "measured_on": rounds.day.astype("datetime64[D]").astype("datetime64[s]"),
+        }
+        others = {
+            PATTERN_COLUMN: pd.Categorical.from_codes(pattern, dtype=CATEGORY_DTYPES[PATTERN_COLUMN]),
+            **background_categories(dataset, rounds),
+            **row_labels(dataset, rounds, horizon_months),
+        }
+        task.advance()
     # The block goes in without a copy: cheap for one citizen, and no second copy of a register.
     numeric = pd.DataFrame(block.T, columns=_NUMERIC_INDEX, copy=False)
     return pd.concat([pd.DataFrame(ids, copy=False), numeric, pd.DataFrame(others, copy=False)], axis=1)

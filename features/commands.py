@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from bip.console import progress
 from bip.settings import load_settings
+
+
+class TableFormat(StrEnum):
+    """The contract's table formats (features.contract_reading.FORMATS; kept here so that the command
+    line starts without pandas) as a choice: `--help` lists them and a wrong one is refused before any work."""
+
+    csv = "csv"
+    parquet = "parquet"
+
+
+FormatOption = Annotated[TableFormat, typer.Option("--format", help="Table format.")]
 
 DataOption = Annotated[
     Path | None,
@@ -27,42 +40,85 @@ PartitionOption = Annotated[
 ]
 
 
-def validate(data: Annotated[Path, typer.Argument(help="Dataset folder to check.")]) -> None:
-    """Check a dataset against the data contract without storing it (exit 0 when valid)."""
-    from features.contract import read_dataset
+ReportOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        metavar="FILE.html|FILE.json",
+        help="Also write every problem, grouped by rule with counts and examples, to this file.",
+    ),
+]
+StrictOption = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Refuse harmless variants (a UTF-8 BOM, spaces around a value, 3.0 for 3) instead of "
+        "reading them with a warning.",
+    ),
+]
 
-    dataset, warnings = read_dataset(data)
-    for warning in warnings:
-        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+
+def validate(
+    data: Annotated[Path, typer.Argument(help="Dataset folder to check.")],
+    report: ReportOption = None,
+    strict: StrictOption = False,
+) -> None:
+    """Check a dataset against the data contract without storing it (exit 0 when valid)."""
+    dataset = checked_dataset(data, report, strict)
     counts = ", ".join(f"{name} {len(frame)}" for name, frame in dataset.tables().items())
     typer.echo(f"valid: {counts}")
 
 
-def ingest(data: Annotated[Path, typer.Argument(help="Dataset folder to validate and load.")]) -> None:
+def ingest(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Argument(help="Dataset folder to validate and load.")],
+    report: ReportOption = None,
+    strict: StrictOption = False,
+) -> None:
     """Validate a dataset and load it into the measurement store in one transaction."""
-    from features.contract import read_dataset
     from features.store import ingest as ingest_dataset
 
-    dataset, warnings = read_dataset(data)
+    dataset = checked_dataset(data, report, strict)
+    with progress(ctx) as shown:
+        summary = ingest_dataset(dataset, store_url(), source=str(data), progress=shown)
+    typer.echo(str(summary))
+
+
+def checked_dataset(data: Path, report: Path | None, strict: bool):
+    """The dataset of a folder, its warnings printed; with `report`, every problem written there first.
+    ContractError (the first problems) when it breaks the contract."""
+    if report is None:
+        from features.contract import read_dataset
+
+        dataset, warnings = read_dataset(data, strict=strict)
+    else:
+        from features.validation_report import checked_report_path, validation_report, write_report
+
+        checked_report_path(report)  # before the work: a wrong name is refused at once
+        found, dataset = validation_report(data, strict=strict)
+        typer.echo(f"report written to {write_report(found, report)}", err=True)
+        if dataset is None:
+            raise found.error()
+        warnings = found.warnings
     for warning in warnings:
         typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
-    summary = ingest_dataset(dataset, store_url(), source=str(data))
-    typer.echo(str(summary))
+    return dataset
 
 
 def export(
     out: Annotated[Path, typer.Argument(help="Folder to write the store's dataset to.")],
-    format: Annotated[str, typer.Option("--format", help="Table format: csv or parquet.")] = "csv",
+    format: FormatOption = TableFormat.csv,
 ) -> None:
     """Write the measurement store back out in the data contract."""
     from features.contract import write_dataset
     from features.store import load
 
-    write_dataset(load(store_url()), out, fmt=format)
+    write_dataset(load(store_url()), out, fmt=format.value)
     typer.echo(f"exported to {out}")
 
 
 def features(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Parquet file (with --dask: a new Parquet folder) to write the rows to.")],
     data: DataOption = None,
     horizon_months: Annotated[int | None, typer.Option(help="Label horizon in months.")] = None,
@@ -82,7 +138,9 @@ def features(
             )
         typer.echo(f"{rows} feature rows written to {out} (Parquet folder, one file per partition)")
         return
-    frame = build_features(load_dataset(data), horizon_months=settings.horizon_months)
+    dataset = load_dataset(data)
+    with progress(ctx) as shown:
+        frame = build_features(dataset, horizon_months=settings.horizon_months, progress=shown)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out, index=False)
     typer.echo(f"{len(frame)} feature rows written to {out}")

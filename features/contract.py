@@ -17,19 +17,22 @@ The decisions taken where the contract is silent are written at the top of each 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from bip.errors import UserError
-from features.contract_parsing import typed_table
+from features.contract_parsing import normalised_warning, typed_table
 from features.contract_problems import ContractError, Hits, Problem, found, merged
 from features.contract_reading import (
     DEFAULT_MAX_BYTES,
     FORMATS,
+    bom_message,
     extra_column_warnings,
     read_table,
+    starts_with_bom,
     table_path,
     write_dataset,
 )
@@ -53,13 +56,36 @@ __all__ = [
 
 
 def read_dataset(
-    folder: Path, max_problems: int = DEFAULT_MAX_PROBLEMS, max_bytes: int = DEFAULT_MAX_BYTES
+    folder: Path, max_problems: int = DEFAULT_MAX_PROBLEMS, max_bytes: int = DEFAULT_MAX_BYTES, strict: bool = False
 ) -> tuple[Dataset, list[str]]:
     """Read and check a dataset folder; the Dataset in canonical dtypes and warnings for the user.
 
     Raises ContractError listing the first `max_problems` problems of all tables when any rule is
-    broken, so that nothing half-checked reaches the store.
+    broken, so that nothing half-checked reaches the store. Harmless variants (a BOM, spaces around a
+    cell, `3.0` for 3) are read with a warning, or, with `strict`, are problems.
     """
+    checked = checked_folder(folder, max_problems, max_bytes, strict)
+    problems, total = merged(checked.hits, max_problems)
+    if problems:
+        raise ContractError(problems, total, checked.sources)
+    dataset = Dataset(**{table: canonical(table, checked.typed.pop(table)) for table in TABLES})
+    return dataset, checked.warnings + coverage_warnings(dataset)
+
+
+@dataclass
+class CheckedFolder:
+    """What checking a folder found: the typed tables, every rule's hits (each with its full count), the
+    warnings and the file name of each table."""
+
+    typed: dict[str, pd.DataFrame]
+    hits: list[Hits]
+    warnings: list[str]
+    sources: dict[str, str]
+
+
+def checked_folder(folder: Path, max_problems: int, max_bytes: int, strict: bool = False) -> CheckedFolder:
+    """Read and check every table of a dataset folder (see `read_dataset`), raising nothing for a
+    broken dataset: `features.validation_report` groups its hits by rule."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"dataset folder {folder} does not exist; give a folder holding the five tables")
@@ -77,15 +103,17 @@ def read_dataset(
         else:
             frame, found_in_file = read_table(path, table, max_bytes, max_problems)
             hits.append(found_in_file)
+            if starts_with_bom(path):
+                if strict:
+                    hits.append(found([Problem(table, None, None, bom_message(path.name))]))
+                else:
+                    warnings.append(f"{bom_message(path.name)} (read without it; `--strict` refuses it)")
         if frame is not None:  # parsed at once, so that only one table's raw text is held
             warnings += extra_column_warnings(path.name, table, frame)
-            typed[table], unreadable[table], found_in_cells = typed_table(table, frame, max_problems)
+            typed[table], unreadable[table], found_in_cells, notes = typed_table(table, frame, max_problems, strict)
             hits += found_in_cells
-    problems, total = merged(hits + rule_hits(typed, unreadable, max_problems), max_problems)
-    if problems:
-        raise ContractError(problems, total, sources)
-    dataset = Dataset(**{table: canonical(table, typed.pop(table)) for table in TABLES})
-    return dataset, warnings + coverage_warnings(dataset)
+            warnings += [normalised_warning(note, path.name) for note in notes]
+    return CheckedFolder(typed, hits + rule_hits(typed, unreadable, max_problems), warnings, sources)
 
 
 def validate_dataset(dataset: Dataset, max_problems: int = DEFAULT_MAX_PROBLEMS) -> list[Problem]:
@@ -116,7 +144,7 @@ def _checked(
     hits: list[Hits] = []
     for table, frame in frames.items():
         rows = frame.set_axis(pd.RangeIndex(1, len(frame) + 1))
-        typed[table], unreadable[table], found_in_cells = typed_table(table, rows, max_problems)
+        typed[table], unreadable[table], found_in_cells, _ = typed_table(table, rows, max_problems)
         hits += found_in_cells
     problems, total = merged(hits + rule_hits(typed, unreadable, max_problems), max_problems)
     return typed, problems, total

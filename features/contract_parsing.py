@@ -7,10 +7,12 @@ taken as it is where its type can hold the contract's.
 Decisions where the contract is silent:
 - Only an empty cell is missing. Text such as `NA`, `NULL` or `nan` is text: it is a valid id or
   name, and in a number or date column it is rejected with a hint to leave the cell empty.
-- Whole numbers are written as digits (`3`, `-1`); `3.0` and `3.5` are both rejected in CSV, so an
-  export that turned scores into floats is caught rather than silently rounded. In Parquet an int
-  column may be stored as float when every value is whole.
-- Cells are not trimmed: ' 3' is not a number.
+- Whole numbers are written as digits (`3`, `-1`); `3.5` is rejected, so an export that averaged or
+  shifted scores is caught rather than silently rounded. In Parquet an int column may be stored as
+  float when every value is whole.
+- Harmless variants that spreadsheets and SAS write (`HARMLESS_VARIANTS`): a whole number with zero
+  decimals (`3.0`) and spaces around a cell (` 3 `) are read as `3`, each kind reported once per
+  column as a `Normalised` note (a warning); with `strict` every such cell is a problem instead.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -25,6 +28,7 @@ import pyarrow
 import pyarrow.compute as pc
 from pandas.api import types as ptypes
 
+from features.contract_declaration import PERSONAL
 from features.contract_problems import Hits, Problem, cell, found, found_where, show
 from features.dataset import COLUMNS
 
@@ -33,10 +37,28 @@ _WHOLE = r"-?\d{1,15}"
 _NUMBER = r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?"
 DATE_TEXT = r"[1-9]\d{3}-\d{2}-\d{2}"
 _MISSING_WORDS = frozenset({"na", "n/a", "nan", "null", "none", "-", ".", "?"})
+_ZERO_DECIMALS = r"-?\d{1,15}\.0*"
+HARMLESS_VARIANTS: dict[str, str] = {
+    "spaces": "spaces around the value",
+    "decimals": "a whole number written with zero decimals",
+}
 
 
-def typed_table(table: str, frame: pd.DataFrame, limit: int) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[Hits]]:
-    """The contract columns present, in canonical dtypes; masks of unreadable cells; problems.
+class Normalised(NamedTuple):
+    """Cells of one column read through a harmless variant (`HARMLESS_VARIANTS`): how many, the first row."""
+
+    table: str
+    column: str
+    variant: str
+    count: int
+    first_row: int
+
+
+def typed_table(
+    table: str, frame: pd.DataFrame, limit: int, strict: bool = False
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[Hits], list[Normalised]]:
+    """The contract columns present, in canonical dtypes; masks of unreadable cells; problems; the
+    harmless variants read (with `strict`: none, each such cell is a problem and unreadable).
 
     A missing column, or one whose stored type cannot hold the contract's, is left out, so the
     rules that need it are skipped rather than reporting every row again.
@@ -44,20 +66,86 @@ def typed_table(table: str, frame: pd.DataFrame, limit: int) -> tuple[pd.DataFra
     columns: dict[str, pd.Series] = {}
     unreadable: dict[str, np.ndarray] = {}
     found_hits: list[Hits] = []
+    notes: list[Normalised] = []
     for name, kind in COLUMNS[table].items():
         if name not in frame.columns:
             found_hits.append(found([Problem(table, None, name, "the required column is missing")]))
             continue
-        result = _typed_column(kind, frame[name])
+        values, variants = harmless_variants(kind, frame[name])
+        refused = np.zeros(len(values), dtype=bool)
+        for variant, mask in variants.items():
+            if strict:
+                describe = _variant_describer(table, name, variant)
+                found_hits.append(found_where(table, name, frame.index, mask, describe, frame[name], limit=limit))
+                refused |= mask
+            else:
+                notes.append(Normalised(table, name, variant, int(mask.sum()), int(frame.index[np.argmax(mask)])))
+        if refused.any():  # read as empty and marked unreadable, so no other rule reports them again
+            values = values.mask(refused, "")
+        result = _typed_column(kind, values)
         if isinstance(result, str):
             found_hits.append(found([Problem(table, None, name, result)]))
             continue
         columns[name], bad = result
-        if bad.any():
-            unreadable[name] = bad
+        if bad.any() or refused.any():
+            unreadable[name] = bad | refused
             describe = _unreadable_describer(table, name, kind)
             found_hits.append(found_where(table, name, frame.index, bad, describe, frame[name], limit=limit))
-    return pd.DataFrame(columns, index=frame.index), unreadable, found_hits
+    return pd.DataFrame(columns, index=frame.index), unreadable, found_hits, notes
+
+
+def harmless_variants(kind: str, values: pd.Series) -> tuple[pd.Series, dict[str, np.ndarray]]:
+    """A text column with its harmless variants normalised (`HARMLESS_VARIANTS`: spaces trimmed, and in
+    a whole-number column zero decimals dropped), and the mask of the cells of each variant found.
+    Columns stored typed, and text without variants, come back as they are."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(values.cat.categories.dtype)
+    if _stored_as(values) != "text":
+        return values, {}
+    text = arrow_text(values)
+    trimmed = pc.utf8_trim_whitespace(text)
+    variants = {"spaces": pc.not_equal(text, trimmed).fill_null(False).to_numpy(zero_copy_only=False)}
+    normalised = trimmed
+    if kind == "Int64":
+        decimals = pc.match_substring_regex(trimmed, f"^{_ZERO_DECIMALS}$").fill_null(False)
+        variants["decimals"] = decimals.to_numpy(zero_copy_only=False)
+        if variants["decimals"].any():
+            normalised = pc.replace_substring_regex(trimmed, r"\.0*$", "")
+    found_variants = {variant: mask for variant, mask in variants.items() if mask.any()}
+    if not found_variants:
+        return values, {}
+    return pd.Series(normalised.to_numpy(zero_copy_only=False), index=values.index, dtype=_TEXT), found_variants
+
+
+def _variant_describer(table: str, column: str, variant: str) -> Callable[[object], str]:
+    """The message for a harmless variant refused under `strict`: what was found and what to write."""
+
+    def describe(value: object) -> str:
+        personal = (table, column) in PERSONAL
+        text = str(value)
+        if variant == "spaces":
+            if personal:
+                return "the value has spaces around it; write it without spaces before or after"
+            return f"{show(text)} has spaces around it; write {show(text.strip())}"
+        whole = re.sub(r"\.0*$", "", text.strip())
+        if personal:
+            return "the value is a whole number written with decimals (e.g. 3.0); write digits only, e.g. 3"
+        return f"{show(text)} is a whole number written with decimals; write {whole}"
+
+    return describe
+
+
+def normalised_warning(note: Normalised, source: str) -> str:
+    """The warning for a harmless variant read: what was found, where first, and what to write."""
+    cells = "cell" if note.count == 1 else "cells"
+    fix = {
+        "spaces": "were trimmed; write values without spaces before or after",
+        "decimals": "were read as whole numbers; write whole numbers as digits only (3, not 3.0)",
+    }[note.variant]
+    return (
+        f"{source}, column {note.column}: {note.count} {cells} with {HARMLESS_VARIANTS[note.variant]} "
+        f"(first at row {note.first_row}) {fix}; `--strict` refuses them"
+    )
 
 
 def _typed_column(kind: str, values: pd.Series) -> tuple[pd.Series, np.ndarray] | str:

@@ -32,6 +32,7 @@ from features.dataset import COLUMNS, TABLES, Dataset, canonical
 
 DEFAULT_MAX_BYTES = 4 * 1024**3
 FORMATS: tuple[str, ...] = ("csv", "parquet")
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def write_dataset(dataset: Dataset, folder: Path, fmt: str = "csv") -> None:
@@ -114,6 +115,18 @@ def _read_csv(path: Path, table: str, limit: int) -> tuple[pd.DataFrame | None, 
         for row, fields in ragged[:limit]
     ]
     return frame, Hits(problems, len(ragged))
+
+
+def starts_with_bom(path: Path) -> bool:
+    """Whether a CSV file starts with a UTF-8 byte-order mark, which Excel writes ("CSV UTF-8")."""
+    if path.suffix != ".csv":
+        return False
+    with path.open("rb") as handle:
+        return handle.read(3) == UTF8_BOM
+
+
+def bom_message(name: str) -> str:
+    return f"{name} starts with a UTF-8 byte-order mark (BOM); save it as plain UTF-8, without a BOM"
 
 
 def _csv_header(path: Path, table: str) -> tuple[list[str], list[Problem]]:

@@ -48,6 +48,7 @@ from sqlalchemy import (
 )
 
 from bip.errors import UserError
+from bip.progress import QUIET, Progress, tracked
 from features.catalogue import SCORE_COLUMNS
 from features.dataset import COLUMNS, KEYS, TABLES, Dataset, canonical, empty_dataset
 
@@ -489,7 +490,11 @@ def _locked_by_another_writer(error: exc.OperationalError) -> bool:
 
 
 def ingest(
-    dataset: Dataset, url: str, source: str | None = None, wait_seconds: float = INGEST_WAIT_SECONDS
+    dataset: Dataset,
+    url: str,
+    source: str | None = None,
+    wait_seconds: float = INGEST_WAIT_SECONDS,
+    progress: Progress = QUIET,
 ) -> IngestSummary:
     """Add the dataset's new rows to the store and update its changed rows, in one transaction.
 
@@ -497,7 +502,8 @@ def ingest(
     the same export twice changes nothing. Any error (a reference to a citizen or caseworker that is
     neither in the dataset nor in the store, a repeated key, a database failure) rolls everything back.
     One ingest writes at a time, store-wide: a second one waits up to `wait_seconds` for the first to
-    commit and then plans from what it wrote, or raises IngestRunning.
+    commit and then plans from what it wrote, or raises IngestRunning. `progress` shows each table
+    compared with the store and each table written.
     """
     frames = {name: _as_canonical(name, dataset.table(name)) for name in TABLES}
     try:
@@ -505,9 +511,9 @@ def ingest(
             if conn.dialect.name == "postgresql":
                 _postgres_ingest_lock(conn, wait_seconds)
             SCHEMA.create_all(conn)
-            plans = {name: _plan(conn, name, frames[name]) for name in TABLES}
+            plans = {name: _plan(conn, name, frames[name]) for name in tracked(progress, TABLES, "ingest: compare")}
             _check_references(conn, plans, frames)
-            for name in TABLES:  # parents before children
+            for name in tracked(progress, TABLES, "ingest: write"):  # parents before children
                 plan = plans[name]
                 (_insert_into_empty if plan.into_empty else _insert)(conn, name, plan.new)
                 _update(conn, name, plan.changed)

@@ -160,7 +160,7 @@ class Sessions:
 
     def cookie(self, user_id: str) -> str:
         """The Set-Cookie header value of a new session of `user_id`."""
-        value = self._cookies.dumps({"u": user_id, "n": secrets.token_hex(8)})
+        value = self._cookies.dumps({"u": user_id, "t": time.time(), "n": secrets.token_hex(8)})
         secure = "; Secure" if self.secure else ""
         return f"{SESSION_COOKIE}={value}; Path=/; Max-Age={self.max_age}; HttpOnly; SameSite=Strict{secure}"
 
@@ -169,12 +169,15 @@ class Sessions:
         secure = "; Secure" if self.secure else ""
         return f"{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}"
 
-    def user_of(self, value: str) -> str | None:
+    def session_of(self, value: str) -> tuple[str, float] | None:
+        """The user and issue time (Unix) of a session cookie's value; None if forged, broken or expired."""
         try:
             data = self._cookies.loads(value, max_age=self.max_age)
         except BadSignature:
             return None
-        return data.get("u") if isinstance(data, dict) and isinstance(data.get("u"), str) else None
+        if not isinstance(data, dict) or not isinstance(data.get("u"), str) or not isinstance(data.get("t"), float):
+            return None
+        return data["u"], data["t"]
 
     def form_token(self, principal: Principal) -> str:
         return self._forms.dumps(principal.user_id)
@@ -240,8 +243,8 @@ class Authenticator:
         if self.settings.auth == "proxy":
             return self._from_proxy(scope, headers)
         value = _cookie(headers, SESSION_COOKIE)
-        user = self.sessions.user_of(value) if value and self.sessions else None
-        return self.directory.user(user) if user and self.directory else None
+        session = self.sessions.session_of(value) if value and self.sessions else None
+        return self.directory.user(*session) if session and self.directory else None
 
     def _from_proxy(self, scope: Scope, headers: dict[str, str]) -> Principal | None:
         user = headers.get(self.settings.proxy_user_header.lower(), "").strip()

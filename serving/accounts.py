@@ -24,7 +24,7 @@ from enum import StrEnum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Column, DateTime, ForeignKey, MetaData, String, Table, inspect, select, update
+from sqlalchemy import Column, DateTime, Float, ForeignKey, MetaData, String, Table, inspect, select, update
 from sqlalchemy.engine import Connection
 
 from bip.errors import UserError
@@ -84,6 +84,8 @@ def _schema() -> MetaData:
         Column("password_hash", String),
         Column("created_at", DateTime(timezone=True), nullable=False),
         Column("revoked_at", DateTime(timezone=True)),
+        # Sessions issued before this moment (Unix time) are over: set by signing out, revoking, a new password.
+        Column("sessions_after", Float),
     )
     Table(
         "user_jobcentres",
@@ -156,7 +158,7 @@ def set_password(url: str, name: str, password: str) -> None:
         done = conn.execute(
             update(USERS)
             .where(USERS.c.user_id == name, USERS.c.revoked_at.is_(None))
-            .values(password_hash=_hasher().hash(password))
+            .values(password_hash=_hasher().hash(password), sessions_after=time.time())
         )
         if done.rowcount != 1:
             raise UserError(f"no active user {name!r}.")
@@ -183,13 +185,21 @@ def revoke(url: str, name: str) -> None:
     with store.write_transaction(url) as conn:
         SCHEMA.create_all(conn)
         done = conn.execute(
-            update(USERS).where(USERS.c.user_id == name, USERS.c.revoked_at.is_(None)).values(revoked_at=now)
+            update(USERS)
+            .where(USERS.c.user_id == name, USERS.c.revoked_at.is_(None))
+            .values(revoked_at=now, sessions_after=time.time())
         )
         if done.rowcount != 1:
             raise UserError(f"no active user {name!r}.")
         conn.execute(
             update(TOKENS).where(TOKENS.c.user_id == name, TOKENS.c.revoked_at.is_(None)).values(revoked_at=now)
         )
+
+
+def end_sessions(url: str, name: str) -> None:
+    """End every session of `name` issued until now (signing out ends the user's sessions everywhere)."""
+    with store.write_transaction(url) as conn:
+        conn.execute(update(USERS).where(USERS.c.user_id == name).values(sessions_after=time.time()))
 
 
 def users(url: str) -> list[UserRow]:
@@ -273,21 +283,28 @@ class Directory:
         self.url = url
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[bytes, Principal, float]] = {}
-        self._users: dict[str, tuple[Principal | None, float]] = {}
+        self._users: dict[str, tuple[Principal | None, float, float]] = {}
 
-    def user(self, name: str, via: str = "session") -> Principal | None:
-        """The active user `name` (None when revoked or unknown), re-read at most every few seconds."""
+    def user(self, name: str, issued_at: float) -> Principal | None:
+        """The active user `name` of a session issued at `issued_at` (Unix time); None when the user is
+        revoked or unknown, or the session ended (signed out since). Re-read at most every few seconds."""
         now = time.monotonic()
         with self._lock:
             cached = self._users.get(name)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        with store.engine(self.url).connect() as conn:
-            row = _active_user(conn, name) if _has_schema(conn) else None
-            principal = _principal_of(conn, row, via) if row else None
+        if cached is None or cached[2] <= now:
+            with store.engine(self.url).connect() as conn:
+                row = _active_user(conn, name) if _has_schema(conn) else None
+                principal = _principal_of(conn, row, "session") if row else None
+            cached = (principal, (row or {}).get("sessions_after") or 0.0, now + PRINCIPAL_CACHE_SECONDS)
+            with self._lock:
+                self._users[name] = cached
+        principal, sessions_after, _ = cached
+        return principal if principal is not None and issued_at > sessions_after else None
+
+    def forget(self, name: str) -> None:
+        """Drop what is cached of `name` (after signing out), so the next request reads the store."""
         with self._lock:
-            self._users[name] = (principal, now + PRINCIPAL_CACHE_SECONDS)
-        return principal
+            self._users.pop(name, None)
 
     def token(self, token: str) -> Principal | None:
         """The principal of a valid API token of an active user; None otherwise."""

@@ -132,6 +132,21 @@ def unavailable(error: ModelUnavailable) -> Response:
     return JSONResponse({"error": str(error)}, status_code=503)
 
 
+def access_log() -> None:
+    """bip's access log (route templates, statuses, roles) to stderr: BentoML's logging set-up turns
+    loggers it does not know off and sets the root to WARNING, so this one is set up here, at start."""
+    import logging
+    import sys
+
+    log = logging.getLogger("bip.access")
+    log.disabled, log.propagate = False, False
+    log.setLevel(logging.INFO)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] [bip.access] %(message)s"))
+        log.addHandler(handler)
+
+
 def current_service() -> JobChance:
     """The running service (looked up per request, so the mounted apps can be built at import time)."""
     return bentoml.get_current_service()
@@ -171,11 +186,12 @@ class JobChance:
 
     def __init__(self) -> None:
         os.umask(0o077)  # everything the service writes (store, secrets, job files) is private
+        access_log()
         settings = load_settings()
         self.settings = settings
         self.metrics = ServiceMetrics()
         self.audit = AuditTrail(settings.store_url, stdout=settings.audit_stdout)
-        directory = Directory(settings.store_url) if settings.auth != "off" else None
+        self.directory = directory = Directory(settings.store_url) if settings.auth != "off" else None
         sessions = Sessions(session_key(settings), int(settings.session_hours * 3600), settings.cookie_secure)
         self.sessions = sessions
         self.authenticator = Authenticator(settings, directory, sessions)
@@ -189,7 +205,7 @@ class JobChance:
     def page_context(self) -> Any:
         from serving.page import PageContext
 
-        return PageContext(self.predictor, self.settings, self.audit, self.sessions, self.metrics)
+        return PageContext(self.predictor, self.settings, self.audit, self.sessions, self.metrics, self.directory)
 
     @bentoml.on_shutdown
     def close(self) -> None:
@@ -208,6 +224,7 @@ class JobChance:
         try:
             records = self.predictor.predict_records([history], history.feature_contributions)
         except ModelUnavailable as error:
+            ctx.response.status_code = 503  # BentoML answers with the context's status, not the response's
             return unavailable(error)  # type: ignore[return-value]
         self._audited(ctx, "api_predict", records)
         return Prediction.model_validate(records[0])
@@ -219,6 +236,7 @@ class JobChance:
         try:
             records = self.predictor.predict_records(batch.citizens)
         except ModelUnavailable as error:
+            ctx.response.status_code = 503
             return unavailable(error)  # type: ignore[return-value]
         self._audited(ctx, "api_predict_batch", records)
         # Thousands of explanations: written straight to JSON (in Rust) rather than built as models first.

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from bip.progress import QUIET, Progress, step
 from features.build import truncate_dataset
 from features.catalogue import (
     CASEWORKER_COLUMNS,
@@ -350,8 +351,10 @@ def simulate(
     scenario: dict[str, Any] | None = None,
     horizon_months: int = 12,
     truth_draws: int | None = None,
+    progress: Progress = QUIET,
 ) -> Simulation:
-    """Simulate a dataset in the contract and each measurement's true probability within the horizon."""
+    """Simulate a dataset in the contract and each measurement's true probability within the horizon;
+    `progress` counts the citizens whose follow-up has ended."""
     sc = scenario or load_scenario()
     rng = np.random.default_rng(seed)
     cw = make_caseworkers(sc, rng)
@@ -363,42 +366,46 @@ def simulate(
     event_day = np.full(n, np.nan)
     followed = np.full(n, float(extract))
     measured, episodes = [], []
-    while True:
-        alive &= state.day <= extract
-        idx = np.flatnonzero(alive)
-        if len(idx) == 0:
-            break
-        now = state.take(idx)
-        recorded = rng.random(len(idx)) < sc["attendance"]
-        rec = idx[recorded]
-        if len(rec):
-            table = {"citizen": rec, "day": state.day[rec], "caseworker": state.caseworker[rec]}
-            table.update({c: v[recorded] for c, v in answers(now, sc, rng).items()})
-            if draws:
-                snapshot = now.take(np.flatnonzero(recorded))
-                horizon_end = horizon_days(snapshot.day, horizon_months)
-                table["true_probability"] = true_probabilities(snapshot, horizon_end, cw, sc, rng, draws)
-            measured.append(pd.DataFrame(table))
-        hit, when = event_in_round(now, cw, sc, rng)
-        hit &= when <= extract
-        event_day[idx[hit]] = when[hit]
-        followed[idx[hit]] = np.minimum(when[hit], extract)
-        drop = ~hit & (rng.random(len(idx)) < sc["dropout_per_quarter"])
-        drop_day = now.day + rng.integers(1, sc["days_between_rounds"] + 1, len(idx))
-        drop &= drop_day <= extract
-        followed[idx[drop]] = drop_day[drop]
-        stay = ~hit & ~drop
-        new = start_episodes(now, intervention_groups(now, cw, sc, rng), sc, rng)
-        keep = new["start"] <= followed[idx[new["row"]]]
-        episodes.append(
-            pd.DataFrame({"citizen": idx[new["row"]], "code": new["code"], "start": new["start"], "end": new["end"]})[
-                keep
-            ]
-        )
-        now = advance(now, cw, sc, rng)
-        for f in fields(State):
-            getattr(state, f.name)[idx] = getattr(now, f.name)
-        alive[idx] = stay
+    shown = 0
+    with progress.task("simulate: citizens followed to the end", total=n) as task:
+        while True:
+            alive &= state.day <= extract
+            idx = np.flatnonzero(alive)
+            task.advance(n - len(idx) - shown)
+            shown = n - len(idx)
+            if len(idx) == 0:
+                break
+            now = state.take(idx)
+            recorded = rng.random(len(idx)) < sc["attendance"]
+            rec = idx[recorded]
+            if len(rec):
+                table = {"citizen": rec, "day": state.day[rec], "caseworker": state.caseworker[rec]}
+                table.update({c: v[recorded] for c, v in answers(now, sc, rng).items()})
+                if draws:
+                    snapshot = now.take(np.flatnonzero(recorded))
+                    horizon_end = horizon_days(snapshot.day, horizon_months)
+                    table["true_probability"] = true_probabilities(snapshot, horizon_end, cw, sc, rng, draws)
+                measured.append(pd.DataFrame(table))
+            hit, when = event_in_round(now, cw, sc, rng)
+            hit &= when <= extract
+            event_day[idx[hit]] = when[hit]
+            followed[idx[hit]] = np.minimum(when[hit], extract)
+            drop = ~hit & (rng.random(len(idx)) < sc["dropout_per_quarter"])
+            drop_day = now.day + rng.integers(1, sc["days_between_rounds"] + 1, len(idx))
+            drop &= drop_day <= extract
+            followed[idx[drop]] = drop_day[drop]
+            stay = ~hit & ~drop
+            new = start_episodes(now, intervention_groups(now, cw, sc, rng), sc, rng)
+            keep = new["start"] <= followed[idx[new["row"]]]
+            episodes.append(
+                pd.DataFrame(
+                    {"citizen": idx[new["row"]], "code": new["code"], "start": new["start"], "end": new["end"]}
+                )[keep]
+            )
+            now = advance(now, cw, sc, rng)
+            for f in fields(State):
+                getattr(state, f.name)[idx] = getattr(now, f.name)
+            alive[idx] = stay
     return Simulation(*assemble(register, cw, sc, measured, episodes, event_day, followed, extract, rng))
 
 
@@ -497,15 +504,17 @@ def simulate_to_folder(
     fmt: str = "csv",
     horizon_months: int = 12,
     extracts: bool = False,
+    progress: Progress = QUIET,
 ) -> str:
     """Simulate, write the dataset to `out` (or quarterly extracts under it) and the truth beside it."""
     out = Path(out)
-    sim = simulate(citizens=citizens, seed=seed, scenario=scenario, horizon_months=horizon_months)
-    if extracts:
-        where = f"{len(write_extracts(sim.dataset, out, fmt=fmt))} quarterly extracts under {out}"
-    else:
-        write_dataset(sim.dataset, out, fmt=fmt)
-        where = str(out)
+    sim = simulate(citizens=citizens, seed=seed, scenario=scenario, horizon_months=horizon_months, progress=progress)
+    with step(progress, "simulate: write the tables"):
+        if extracts:
+            where = f"{len(write_extracts(sim.dataset, out, fmt=fmt))} quarterly extracts under {out}"
+        else:
+            write_dataset(sim.dataset, out, fmt=fmt)
+            where = str(out)
     truth = truth_folder(out)
     truth.mkdir(parents=True, exist_ok=True)
     sim.truth.to_csv(truth / "true_probabilities.csv", index=False)

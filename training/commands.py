@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from bip.console import progress
 from bip.settings import load_settings
 from features.commands import DaskOption, DataOption, PartitionOption, load_dataset, partition_source
 
@@ -15,6 +17,13 @@ ModelOption = Annotated[
     str | None,
     typer.Option("--model", help="Model URI; default models:/<model name>@<alias> from the settings (the champion)."),
 ]
+
+
+class Weighting(StrEnum):
+    """How censored follow-up is weighted (training.data.WEIGHTINGS), as a choice for `--help`."""
+
+    dropout = "dropout"
+    pooled = "pooled"
 
 
 TruthOption = Annotated[
@@ -42,6 +51,7 @@ def truth_of_folder(truth: Path | None):
 
 
 def train(
+    ctx: typer.Context,
     data: DataOption = None,
     horizon_months: Annotated[int | None, typer.Option(help="Label horizon in months (default from settings).")] = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default from settings).")] = None,
@@ -53,6 +63,10 @@ def train(
     dask: DaskOption = None,
     partition_citizens: PartitionOption = 20_000,
     truth: TruthOption = None,
+    weighting: Annotated[
+        Weighting,
+        typer.Option(help="Censoring weights: by dropout over follow-up (dropout) or build_features' pooled ones."),
+    ] = Weighting.dropout,
 ) -> None:
     """Train and validate the models (one MLflow run each), register the calibrated monotone XGBoost.
 
@@ -68,7 +82,9 @@ def train(
     from training.train import train as train_models
 
     settings = load_settings(horizon_months=horizon_months, experiment=experiment)
-    config = TrainConfig(horizon_months=settings.horizon_months, seed=seed, n_jobs=n_jobs, n_boot=n_boot)
+    config = TrainConfig(
+        horizon_months=settings.horizon_months, seed=seed, n_jobs=n_jobs, n_boot=n_boot, weighting=weighting.value
+    )
     if dask is not None:
         from features.distributed import dask_client
         from training.distributed import train_on_dask
@@ -97,16 +113,18 @@ def train(
     dataset = load_dataset(data)
     true_probabilities = truth_of_folder(truth)
     settings.home.mkdir(parents=True, exist_ok=True)
-    outcome = train_models(
-        dataset,
-        settings.tracking_uri,
-        settings.artifact_root,
-        settings.experiment,
-        settings.model_name,
-        config,
-        truth=true_probabilities,
-        alias=settings.model_alias,
-    )
+    with progress(ctx) as shown:
+        outcome = train_models(
+            dataset,
+            settings.tracking_uri,
+            settings.artifact_root,
+            settings.experiment,
+            settings.model_name,
+            config,
+            truth=true_probabilities,
+            alias=settings.model_alias,
+            progress=shown,
+        )
     print_summary(summary_table(outcome.metrics))
     alias = (
         f", alias {settings.model_alias} set" if outcome.champion_set else f" (alias {settings.model_alias} unchanged)"
@@ -180,6 +198,7 @@ def predict(
 
 
 def evaluate(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="JSON file to write the metrics to.")],
     data: DataOption = None,
     model: ModelOption = None,
@@ -199,7 +218,8 @@ def evaluate(
     frame = with_weights(frame, config.horizon_months, config.weighting)
     probability = job_chance.probability(job_chance.matrix(frame))
     true_p = truth_of(frame, truth_of_folder(truth))
-    metrics, fairness = evaluation_metrics(frame, probability, true_p, config, "test")
+    with progress(ctx) as shown:
+        metrics, fairness = evaluation_metrics(frame, probability, true_p, config, "test", progress=shown)
     report = {
         "model": model or "champion",
         "training_fingerprint": job_chance.training_fingerprint,
@@ -229,6 +249,7 @@ def log_to_project_run(metrics: dict[str, float], report: Path) -> None:
 
 
 def retrain(
+    ctx: typer.Context,
     data: DataOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the decision; register and move nothing.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of folds and bootstrap.")] = 2013,
@@ -266,7 +287,8 @@ def retrain(
     config = TrainConfig(horizon_months=settings.horizon_months, seed=seed, n_jobs=n_jobs, n_boot=n_boot)
     dataset = load_dataset(data)
     settings.home.mkdir(parents=True, exist_ok=True)
-    outcome = retrain_models(dataset, settings, config, gates, dry_run=dry_run)
+    with progress(ctx) as shown:
+        outcome = retrain_models(dataset, settings, config, gates, dry_run=dry_run, progress=shown)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(outcome.summary(), indent=1, default=str), encoding="utf-8")

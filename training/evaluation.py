@@ -22,6 +22,7 @@ import pandas as pd
 from fairlearn.metrics import MetricFrame, count
 from matplotlib.figure import Figure
 
+from bip.progress import QUIET, Progress
 from training.config import TrainConfig
 
 METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "log_loss", "ece")
@@ -178,6 +179,7 @@ def metric_table(
     n_boot: int = 200,
     seed: int = 0,
     bins: int = 10,
+    progress: Progress = QUIET,
 ) -> dict[str, tuple[float, float, float]]:
     """Each metric as (estimate, 2.5 %, 97.5 %) with a percentile bootstrap over citizens (`groups`).
 
@@ -191,10 +193,11 @@ def metric_table(
     if len(np.asarray(groups)) != len(y_arr):
         raise ValueError(f"groups must give the citizen id of each of the {len(y_arr)} rows")
     estimate = metric_values(y_arr, p_arr, w_arr, bins)
-    replicates = [
-        _metrics_for_weights(y_arr, p_arr, multiplicity * w_arr[:, None], bins)
-        for multiplicity in _citizen_multiplicities(groups, n_boot, seed)
-    ]
+    replicates = []
+    with progress.task("bootstrap", total=n_boot) as task:
+        for multiplicity in _citizen_multiplicities(groups, n_boot, seed):
+            replicates.append(_metrics_for_weights(y_arr, p_arr, multiplicity * w_arr[:, None], bins))
+            task.advance(multiplicity.shape[1])
     table = {}
     for name in METRICS:
         draws = np.concatenate([values[name] for values in replicates])
@@ -443,6 +446,7 @@ def evaluation_metrics(
     config: TrainConfig,
     prefix: str,
     with_fairness: bool = True,
+    progress: Progress = QUIET,
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """Metrics with bootstrap intervals over citizens on the labelled rows (IPCW-weighted), label
     rates, fairness headline gaps and table (`with_fairness`; else an empty table) and, with truth,
@@ -456,7 +460,9 @@ def evaluation_metrics(
     if labelled.sum() == 0 or len(np.unique(y[labelled])) < 2:
         raise ValueError(f"{prefix}: no labelled rows of both outcomes to evaluate on")
     citizens = frame["citizen_id"].to_numpy()
-    table = metric_table(y[labelled], p[labelled], w[labelled], citizens[labelled], config.n_boot, config.seed)
+    table = metric_table(
+        y[labelled], p[labelled], w[labelled], citizens[labelled], config.n_boot, config.seed, progress=progress
+    )
     metrics = flatten_metrics(table, prefix)
     fairness = pd.DataFrame()
     if with_fairness:

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from bip.errors import UserError
+from bip.progress import QUIET, Progress, step
 from bip.settings import Settings
 from features.build import build_features
 from features.catalogue import SCORE_COLUMNS
@@ -388,12 +389,15 @@ def compare_on_window(
     truth: pd.DataFrame | None,
     config: TrainConfig,
     gates: Gates,
+    progress: Progress = QUIET,
 ) -> Comparison:
     """Both models' window metrics (with intervals and fairness gaps) and every gate."""
     true_p = truth_of(split.test, truth)
-    ours, our_fairness = evaluation_metrics(split.test, challenger.oot_probability, true_p, config, "window")
+    ours, our_fairness = evaluation_metrics(
+        split.test, challenger.oot_probability, true_p, config, "window", progress=progress
+    )
     champion_p = champion.probability(champion.matrix(split.test))
-    theirs, their_fairness = evaluation_metrics(split.test, champion_p, true_p, config, "window")
+    theirs, their_fairness = evaluation_metrics(split.test, champion_p, true_p, config, "window", progress=progress)
     results = check_gates(ours, theirs, champion.metrics.get("oot_roc_auc"), challenger.calibration[0], gates)
     tables = {"fairness_window_challenger": our_fairness, "fairness_window_champion": their_fairness}
     return Comparison(ours, theirs, tables, results)
@@ -456,8 +460,10 @@ def retrain(
     gates: Gates,
     dry_run: bool = False,
     truth: pd.DataFrame | None = None,
+    progress: Progress = QUIET,
 ) -> RetrainOutcome:
-    """Challenger against champion on the window, gates, and (not `dry_run`) register and promote."""
+    """Challenger against champion on the window, gates, and (not `dry_run`) register and promote;
+    `progress` shows the features, the challenger's folds, the bootstraps and the registration."""
     start = time.perf_counter()
     config = replace(config, models=(CHAMPION_CANDIDATE,))
     client = tracking_client(settings.tracking_uri)
@@ -472,7 +478,9 @@ def retrain(
             )
         since = window_start(champion.training_fingerprint, config.horizon_months)
         full = with_weights(
-            build_features(dataset, horizon_months=config.horizon_months), config.horizon_months, config.weighting
+            build_features(dataset, horizon_months=config.horizon_months, progress=progress),
+            config.horizon_months,
+            config.weighting,
         )
         split, window = window_split(full, since, config)
         trained_through = pd.Timestamp(str(champion.training_fingerprint.get("last_measured_on") or since.date()))
@@ -496,10 +504,12 @@ def retrain(
                     **{f"data_{k}": v for k, v in fingerprint(full).items()},
                 }
             )
-            challenger = train_family(
-                learners(split.encoding.catalogue, config)[CHAMPION_CANDIDATE], split, truth, config
-            )
-            comparison = compare_on_window(split, challenger, champion, truth, config, gates)
+            with step(progress, "retrain: challenger"):
+                challenger = train_family(
+                    learners(split.encoding.catalogue, config)[CHAMPION_CANDIDATE], split, truth, config, progress
+                )
+            with step(progress, "retrain: challenger and champion on the window"):
+                comparison = compare_on_window(split, challenger, champion, truth, config, gates, progress)
             passed = all(g.passed for g in comparison.gates)
             metrics = retrain_metrics(comparison, challenger, drift)
             run.metrics(metrics)
@@ -514,7 +524,8 @@ def retrain(
             if not dry_run and challenger.calibration[0] > 0:
                 # Tagged "promoted" only once the alias has moved: a refusal below leaves no false tag.
                 tagged = AWAITING_PROMOTION if passed else decision
-                challenger_version = register_challenger(settings, full, challenger, config, run, tagged)
+                with step(progress, "retrain: refit and register the challenger"):
+                    challenger_version = register_challenger(settings, full, challenger, config, run, tagged)
                 if passed:
                     decision, promoted = promote_challenger(
                         settings, challenger_version, f"retrain run {run.run_id}", champion_version, held

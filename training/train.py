@@ -27,6 +27,7 @@ import pandas as pd
 import xgboost as xgb
 from threadpoolctl import threadpool_limits
 
+from bip.progress import QUIET, Progress, step
 from features.dataset import Dataset
 from training.calibration import calibrated, platt
 from training.config import CHAMPION_CANDIDATE, TrainConfig
@@ -62,7 +63,9 @@ class FamilyResult:
     seconds: float = 0.0
 
 
-def train_family(learner: Learner, split: Split, truth: pd.DataFrame | None, config: TrainConfig) -> FamilyResult:
+def train_family(
+    learner: Learner, split: Split, truth: pd.DataFrame | None, config: TrainConfig, progress: Progress = QUIET
+) -> FamilyResult:
     """Nested grouped CV, calibration and the out-of-time fit and evaluation of one model family."""
     start = time.perf_counter()
     period, test = split.period, split.test
@@ -71,7 +74,9 @@ def train_family(learner: Learner, split: Split, truth: pd.DataFrame | None, con
     labelled = labelled_rows(period)
     # scikit-learn's OpenMP and BLAS threads follow n_jobs too: more threads than cores thrash.
     with threadpool_limits(limits=config.n_jobs):
-        cv = cross_validate(learner, split.X_period, y, w, period["citizen_id"].to_numpy(), split.fold, config)
+        cv = cross_validate(
+            learner, split.X_period, y, w, period["citizen_id"].to_numpy(), split.fold, config, progress
+        )
         params = chosen_params(cv.trials)
         calibration = platt(cv.margin[labelled], y[labelled], w[labelled])
         oot_predictor, _ = learner.fit(split.X_period[labelled], y[labelled], w[labelled], params, None)
@@ -79,8 +84,10 @@ def train_family(learner: Learner, split: Split, truth: pd.DataFrame | None, con
     cv_p = calibrated(cv.margin, calibration)
     oot_p = calibrated(oot_margin, calibration)
     # Fairness on the out-of-fold predictions: every training-period citizen, held out.
-    cv_metrics, fairness = evaluation_metrics(period, cv_p, truth_of(period, truth), config, "cv")
-    oot_metrics, _ = evaluation_metrics(test, oot_p, truth_of(test, truth), config, "oot", with_fairness=False)
+    cv_metrics, fairness = evaluation_metrics(period, cv_p, truth_of(period, truth), config, "cv", progress=progress)
+    oot_metrics, _ = evaluation_metrics(
+        test, oot_p, truth_of(test, truth), config, "oot", with_fairness=False, progress=progress
+    )
     return FamilyResult(
         learner.name,
         params,
@@ -168,35 +175,40 @@ def train(
     config: TrainConfig,
     truth: pd.DataFrame | None = None,
     alias: str = "champion",
+    progress: Progress = QUIET,
 ) -> TrainOutcome:
     """Train every model family with the same folds, log each as a child run of one "train" run at
     `tracking_uri`, and register the refitted champion candidate (alias `alias` set only when the
     model has none).
 
-    `truth` (the simulator's true probabilities) is used for evaluation only.
+    `truth` (the simulator's true probabilities) is used for evaluation only; `progress` shows each
+    family and its folds.
     """
     start = time.perf_counter()
     config = with_champion_candidate(config)
     client = tracking_client(tracking_uri)
     project_run = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into the run it made
     experiment_key = None if project_run else experiment_id(experiment, artifact_root, tracking_uri)
-    split = make_split(dataset, config)
+    split = make_split(dataset, config, progress)
     families = learners(split.encoding.catalogue, config)
     results: dict[str, FamilyResult] = {}
     runs: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp, started_run(client, experiment_key, "train", run_id=project_run) as run:
         log_training_data(run, split, config, truth is not None, Path(tmp) / "parent")
-        for name, learner in families.items():
-            with started_run(client, run.experiment_id, name, parent=run) as child:
-                results[name] = train_family(learner, split, truth, config)
-                log_family(child, results[name], learner, split, config, Path(tmp) / name)
-                runs[name] = child.run_id
-                if name == CHAMPION_CANDIDATE:
-                    chosen = results[name]
-                    model = fit_job_chance_model(
-                        split.full, chosen.params, chosen.calibration, config, headline(chosen.metrics)
-                    )
-                    logged = log_model(child, model, Path(tmp) / "pyfunc")
+        with progress.task("training: model families", total=len(families)) as task:
+            for name, learner in families.items():
+                with started_run(client, run.experiment_id, name, parent=run) as child:
+                    results[name] = train_family(learner, split, truth, config, progress)
+                    log_family(child, results[name], learner, split, config, Path(tmp) / name)
+                    runs[name] = child.run_id
+                    if name == CHAMPION_CANDIDATE:
+                        chosen = results[name]
+                        with step(progress, f"{name}: refit on every row"):
+                            model = fit_job_chance_model(
+                                split.full, chosen.params, chosen.calibration, config, headline(chosen.metrics)
+                            )
+                            logged = log_model(child, model, Path(tmp) / "pyfunc")
+                task.advance()
         version, champion_set = register_champion_candidate(run, logged, model_name, tracking_uri, alias)
         seconds = time.perf_counter() - start
         run.metrics({"seconds": seconds})

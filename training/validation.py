@@ -23,6 +23,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold
 
 from bip.errors import UserError
+from bip.progress import QUIET, Progress
 from features.build import build_features
 from features.dataset import Dataset
 from training.config import TrainConfig
@@ -95,28 +96,32 @@ def cross_validate(
     citizens: np.ndarray,
     fold: np.ndarray,
     config: TrainConfig,
+    progress: Progress = QUIET,
 ) -> CrossValidation:
     """Nested grouped cross-validation: per fold, grid search with early stopping on held-out
     training citizens, then the best grid point's model predicts the fold's citizens."""
     margin = np.full(len(X), np.nan)
     usable = ~np.isnan(y) & (w > 0)
     trials = []
-    for k in range(fold.max() + 1):
-        train = np.flatnonzero(usable & (fold != k))
-        inner = held_out_citizens(citizens[train], config.inner_share, config.seed + k)
-        fit_rows, check_rows = train[~inner], train[inner]
-        valid = Validation(X[check_rows], y[check_rows], w[check_rows])
-        best_score, best = np.inf, None
-        for point in learner.grid:
-            predictor, params = learner.fit(X[fit_rows], y[fit_rows], w[fit_rows], dict(point), valid)
-            score = weighted_log_loss(valid.y, predictor.margin(valid.X), valid.w)
-            trials.append(
-                {"fold": k, "grid_point": json.dumps(point, sort_keys=True), **params, "inner_log_loss": score}
-            )
-            if score < best_score:
-                best_score, best = score, predictor
-        test = fold == k
-        margin[test] = best.margin(X[test])
+    folds = fold.max() + 1
+    with progress.task(f"{learner.name}: folds", total=folds) as task:
+        for k in range(folds):
+            train = np.flatnonzero(usable & (fold != k))
+            inner = held_out_citizens(citizens[train], config.inner_share, config.seed + k)
+            fit_rows, check_rows = train[~inner], train[inner]
+            valid = Validation(X[check_rows], y[check_rows], w[check_rows])
+            best_score, best = np.inf, None
+            for point in learner.grid:
+                predictor, params = learner.fit(X[fit_rows], y[fit_rows], w[fit_rows], dict(point), valid)
+                score = weighted_log_loss(valid.y, predictor.margin(valid.X), valid.w)
+                trials.append(
+                    {"fold": k, "grid_point": json.dumps(point, sort_keys=True), **params, "inner_log_loss": score}
+                )
+                if score < best_score:
+                    best_score, best = score, predictor
+            test = fold == k
+            margin[test] = best.margin(X[test])
+            task.advance()
     return CrossValidation(margin, pd.DataFrame(trials))
 
 
@@ -164,10 +169,12 @@ class Split:
     fold: np.ndarray
 
 
-def make_split(dataset: Dataset, config: TrainConfig) -> Split:
+def make_split(dataset: Dataset, config: TrainConfig, progress: Progress = QUIET) -> Split:
     """Features of the whole dataset, the out-of-time cutoff, the training period and its folds."""
     full = with_weights(
-        build_features(dataset, horizon_months=config.horizon_months), config.horizon_months, config.weighting
+        build_features(dataset, horizon_months=config.horizon_months, progress=progress),
+        config.horizon_months,
+        config.weighting,
     )
     return split_at(full, out_of_time_cutoff(full, config.out_of_time_share), config)
 

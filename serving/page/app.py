@@ -6,6 +6,7 @@ the `serving` package folder, so that the package data stays where it was.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -71,6 +72,7 @@ class PageContext:
     audit: AuditTrail
     sessions: Sessions
     metrics: Any = None
+    directory: Any = None  # serving.accounts.Directory, to forget a user who signed out
 
     def count(self, kind: str) -> None:
         if self.metrics is not None:
@@ -246,7 +248,10 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
         lang, t = form.lang, TEXT[form.lang]
         url = ctx.settings.store_url
         since = datetime.now(UTC) - timedelta(minutes=ctx.settings.login_window_minutes)
-        failures = await run_in_threadpool(audit.count_since, url, "login_failed", form.name, since)
+        # Failures are counted per name tried, known or not, so that the limit tells nobody which names exist.
+        known = await run_in_threadpool(accounts.exists, url, form.name)
+        key = form.name if known else "unknown:" + hashlib.sha256(form.name.encode()).hexdigest()[:16]
+        failures = await run_in_threadpool(audit.count_since, url, "login_failed", key, since)
         if failures >= ctx.settings.login_attempts:
             ctx.count("login_limited")
             response = page(request, "login.html", lang, 429, next=form.next, proxy=False, failed=t["login_limited"])
@@ -254,9 +259,7 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
             return response
         principal = await run_in_threadpool(accounts.login, url, form.name, form.password)
         if principal is None:
-            known = await run_in_threadpool(accounts.exists, url, form.name)
-            event = Event("login_failed", user_id=form.name if known else None)
-            await run_in_threadpool(ctx.audit.append, [event])
+            await run_in_threadpool(ctx.audit.append, [Event("login_failed", user_id=key)])
             ctx.count("login_failed")
             return page(request, "login.html", lang, 401, next=form.next, proxy=False, failed=t["login_failed"])
         await run_in_threadpool(ctx.audit.append, [Event.by(principal, "login")])
@@ -277,6 +280,10 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
         except FormError as failure:
             message = str(failure)
             return error(request, lang, failure.status, TEXT[lang]["logout"], TEXT[lang].get(message, message))
+        if principal.via == "session":
+            await run_in_threadpool(accounts.end_sessions, ctx.settings.store_url, principal.user_id)
+            if ctx.directory is not None:
+                ctx.directory.forget(principal.user_id)
         await run_in_threadpool(ctx.audit.append, [Event.by(principal, "logout")])
         base = request.scope.get("root_path", "").rstrip("/")
         response = RedirectResponse(f"{base}/login", status_code=303)
@@ -303,9 +310,12 @@ def waterfall_labels(lang: str) -> dict[str, str]:
 
 
 def same_origin(request: Request) -> bool:
-    """False when the browser names another site as the form's origin. Our pages send
-    `Referrer-Policy: no-referrer`, under which browsers send `Origin: null` with their own forms, so
-    "null" or no header proves nothing either way: the form token is the check that counts."""
+    """False when the browser says the form came from another site: `Sec-Fetch-Site`, or an `Origin`
+    (or `Referer`) of another host. Our pages send `Referrer-Policy: no-referrer`, under which browsers
+    send `Origin: null` with our own forms, so "null" proves nothing either way: the form token is the
+    check that counts; this one is defence in depth."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
     origin = request.headers.get("origin") or request.headers.get("referer") or "null"
     return origin == "null" or urlsplit(origin).netloc == request.headers.get("host", "")
 

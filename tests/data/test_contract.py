@@ -326,13 +326,14 @@ def test_score_not_whole(folder: Path) -> None:
     assert problem.message == "the value is not a whole number (write digits only, e.g. 3)"
 
 
-def test_score_written_with_decimals_is_rejected(folder: Path) -> None:
+def test_score_written_with_decimals_is_rejected_under_strict(folder: Path) -> None:
+    """Read with a warning by default (tests/data/test_normalisation.py); a problem with `strict`."""
     set_cell(folder, "measurements", 1, "cw_job_search", "3.0")
 
-    problem = only_problem(folder)
+    (problem,) = problems_of(folder, strict=True)
 
     assert where(problem) == ("measurements", 1, "cw_job_search")
-    assert problem.message == "the value is not a whole number (write digits only, e.g. 3)"
+    assert problem.message == "the value is a whole number written with decimals (e.g. 3.0); write digits only, e.g. 3"
 
 
 def test_na_text_in_a_score_is_rejected_with_a_hint(folder: Path) -> None:

@@ -3,6 +3,7 @@ BIP_TEST_POSTGRES_URL is set: fixture `store_url`)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -31,7 +32,7 @@ def test_users_sign_in_with_their_password_and_tokens_until_revoked(store_url):
     accounts.revoke(store_url, "anna")
     assert accounts.login(store_url, "anna", PASSWORD) is None
     assert Directory(store_url).token(token) is None  # a fresh directory: no cache
-    assert Directory(store_url).user("anna") is None
+    assert Directory(store_url).user("anna", time.time()) is None
     [row] = accounts.users(store_url)
     assert row.revoked_at is not None and row.tokens == 0
 
@@ -172,3 +173,26 @@ def test_two_processes_append_audit_rows_at_once_and_none_is_lost(store_url):
         mine = [r for r in rows if r["user_id"] == name]
         assert [r["citizen_id"] for r in mine] == [f"{name}-{k}" for k in range(150)]  # in order, none missing
         assert all(r["role"] == "service" and r["probability"] is not None for r in mine)
+
+
+def test_audit_rows_can_also_go_to_stdout_as_json_lines(tmp_path, capsys):
+    import json
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    AuditTrail(url, stdout=True).append([Event("page_view", user_id="anna", role="caseworker", citizen_id="c1")])
+    [line] = capsys.readouterr().out.splitlines()
+    record = json.loads(line)
+    assert (record["event"], record["user_id"], record["citizen_id"]) == ("page_view", "anna", "c1")
+    assert record["id"] == audit.events(url)[0]["id"]
+
+
+def test_signing_out_ends_the_sessions_issued_before(store_url):
+    accounts.add_user(store_url, "anna", Role.caseworker, ["A"], PASSWORD)
+    before = time.time()
+    assert Directory(store_url).user("anna", before).user_id == "anna"
+    accounts.end_sessions(store_url, "anna")
+    after = time.time()
+    assert Directory(store_url).user("anna", before) is None  # a copied cookie of the old session
+    assert Directory(store_url).user("anna", after + 0.001).user_id == "anna"  # a new sign-in
+    accounts.set_password(store_url, "anna", PASSWORD + "2")
+    assert Directory(store_url).user("anna", after + 0.001) is None

@@ -538,7 +538,13 @@ CSRF_CASES: dict[str, tuple[Callable[[dict, dict], tuple[dict, dict]], int]] = {
     "another user's form token": (lambda form, other: ({**form, "form_token": other["form_token"]}, {}), 403),
     "an Origin of another site": (lambda form, other: (form, {"Origin": "https://elsewhere.example"}), 403),
     "a Referer of another site": (lambda form, other: (form, {"Referer": "https://elsewhere.example/x"}), 403),
-    "an opaque Origin": (lambda form, other: (form, {"Origin": "null"}), 403),
+    # Under the page's Referrer-Policy: no-referrer a browser sends its own forms with Origin: null,
+    # which proves nothing either way: then the form token decides.
+    "an opaque Origin": (lambda form, other: (form, {"Origin": "null"}), 303),
+    "an opaque Origin and another user's form token": (
+        lambda form, other: ({**form, "form_token": other["form_token"]}, {"Origin": "null"}),
+        403,
+    ),
     "another user's view": (lambda form, other: ({**form, "view": other["view"]}, {}), 403),
 }
 

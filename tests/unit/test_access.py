@@ -103,11 +103,12 @@ def test_sessions_are_signed_and_expire():
     header = sessions.cookie("anna")
     assert "HttpOnly" in header and "SameSite=Strict" in header and "Secure" in header and "Max-Age=1" in header
     value = header.split(";")[0].split("=", 1)[1]
-    assert sessions.user_of(value) == "anna"
-    assert sessions.user_of(value[:-2] + ("AA" if not value.endswith("AA") else "BB")) is None
-    assert Sessions("another-key-entirely-for-signing!", 60, False).user_of(value) is None
+    user, issued = sessions.session_of(value)
+    assert user == "anna" and abs(issued - time.time()) < 5
+    assert sessions.session_of(value[:-2] + ("AA" if not value.endswith("AA") else "BB")) is None
+    assert Sessions("another-key-entirely-for-signing!", 60, False).session_of(value) is None
     time.sleep(2.1)
-    assert sessions.user_of(value) is None
+    assert sessions.session_of(value) is None
 
 
 def test_form_tokens_belong_to_one_user():
