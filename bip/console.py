@@ -26,8 +26,11 @@ if TYPE_CHECKING:
 
 # Loggers that configure themselves on import (MLflow: its own stderr handler, not propagated), which
 # are handed back to the root logger so that `--verbose`/`--quiet` and one format apply to them too.
-SELF_CONFIGURED_LOGGERS = ("mlflow", "alembic", "sqlalchemy.engine", "huey")
+SELF_CONFIGURED_LOGGERS = {"mlflow": logging.NOTSET, "alembic": logging.NOTSET, "huey": logging.NOTSET}
+# SQLAlchemy's engine logs every statement at INFO: not even --verbose wants those.
+SELF_CONFIGURED_LOGGERS["sqlalchemy.engine"] = logging.WARNING
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+HANDLER_NAME = "bip-cli"
 
 
 class Verbosity(IntEnum):
@@ -74,23 +77,41 @@ def configure_logging(verbosity: Verbosity, console: rich.console.Console | None
     # inside the commands. Subprocesses (the server of `bip serve`) inherit this and log through
     # their own root logger too.
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    # MLflow's own (tqdm) bars for artifact downloads would write bar characters into pipes and logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if console is not None:
         from rich.logging import RichHandler
 
         handler: logging.Handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
-    root.handlers = [handler]
+    # Only a handler of an earlier `configure` is replaced: a host's own (a test runner's) stay.
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)
+    handler.set_name(HANDLER_NAME)
+    root.addHandler(handler)
     root.setLevel(verbosity.log_level)
-    for name in SELF_CONFIGURED_LOGGERS:
+    for name, level in SELF_CONFIGURED_LOGGERS.items():
         logger = logging.getLogger(name)
         logger.handlers = []
-        logger.setLevel(logging.NOTSET)
+        logger.setLevel(level)
         logger.propagate = True
     logging.captureWarnings(True)
+
+
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is logged (a test runner swaps it per command)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
 
 
 class RichTask:

@@ -299,7 +299,7 @@ def indicator_analysis(
     ]
     top = table.sort_values("log_odds", ascending=False).head(4)
     findings.append(
-        "Strongest associations (odds ratio per step of the indicator, citizen's and caseworker's answer together): "
+        "Strongest associations (odds ratio per step of the indicator): "
         + "; ".join(
             f"{r.label} {r.odds_ratio:.2f} [{r.odds_ratio_low:.2f}, {r.odds_ratio_high:.2f}]" for r in top.itertuples()
         )

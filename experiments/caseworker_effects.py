@@ -2,7 +2,7 @@
 thought experiment.
 
 Caseworker effects are random intercepts of the discrete-time hazard model (`experiments.mixed`):
-their standard deviation, with the model of analysis 1 (every current answer as covariate), is the
+their standard deviation, with the model of analysis 1 (the current indicators as covariates), is the
 direct effect of a caseworker on the chance per round. The thought experiment asks what share of
 citizens would enter a job or education during follow-up if every caseworker were as effective as
 the given quantile (90 %) of that distribution. A caseworker also works through the citizen's

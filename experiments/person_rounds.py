@@ -173,7 +173,9 @@ def calibrated_indicators(frame: pd.DataFrame, others: pd.DataFrame) -> dict[str
     part, so a logit on the raw answers moves weight from the strong indicators to the weak ones
     and leaves part of the citizen's readiness to the caseworker's belief (over 100 simulated
     seeds health coping came out 0.26 for 0.30 and belief 0.34 for 0.285;
-    benchmarks/RESULTS-research-coverage.md). The prediction removes that attenuation.
+    benchmarks/RESULTS-research-coverage.md). The prediction removes that attenuation. A missing
+    answer is filled by the other reader's (`filled_answers`, about 4 % of answers); in those rows
+    the two readings share an error, which the calibration does not model.
     """
     pairs = [filled_answers(frame, code) for code in LATENT_INDICATORS]
     citizen = np.column_stack([cit.to_numpy(float) for cit, _ in pairs])

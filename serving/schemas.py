@@ -441,6 +441,11 @@ class ModelInfo(BaseModel):
     training_fingerprint: dict[str, Any]
     metrics: dict[str, Any]
     features: list[FeatureEntry]
+    model_card_url: str | None = Field(
+        default=None,
+        description="Where the version's model card is shown (intended use, training data, metrics with "
+        "intervals, fairness, limitations, how to contest a score).",
+    )
     registry_checked_seconds_ago: float | None = Field(
         default=None,
         description="Seconds since the registry last answered the service's look for the champion: large "

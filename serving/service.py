@@ -251,7 +251,12 @@ class JobChance:
             info = self.predictor.model_info()
         except ModelUnavailable as error:
             return unavailable(error)
-        return info.model_copy(update={"registry_checked_seconds_ago": self.health().registry_seconds})
+        return info.model_copy(
+            update={
+                "registry_checked_seconds_ago": self.health().registry_seconds,
+                "model_card_url": f"{PAGE_PATH}/model#card",
+            }
+        )
 
     def health(self) -> Health:
         """What /readyz reports: the model, the store, the registry."""

@@ -47,6 +47,7 @@ from training.evaluation import evaluation_metrics, headline, truth_of
 from training.learners import learners
 from training.locks import Lease, LockHeld, exclusive
 from training.model import JobChanceModel
+from training.model_card import card_facts, log_model_card
 from training.tracking import RunLog, experiment_id, log_model, started_run, tracking_client
 from training.train import FamilyResult, fit_job_chance_model, train_family
 from training.validation import Split, split_at
@@ -526,6 +527,18 @@ def retrain(
                 tagged = AWAITING_PROMOTION if passed else decision
                 with step(progress, "retrain: refit and register the challenger"):
                     challenger_version = register_challenger(settings, full, challenger, config, run, tagged)
+                facts = card_facts(
+                    model_name=settings.model_name,
+                    version=challenger_version,
+                    made_by="retrain",
+                    run_id=run.run_id,
+                    result=challenger,
+                    split=split,
+                    config=config,
+                    data_print=fingerprint(full),
+                    extra_metrics=comparison.challenger,
+                )
+                log_model_card(run, facts, settings.tracking_uri)  # before the alias moves: served with its card
                 if passed:
                     decision, promoted = promote_challenger(
                         settings, challenger_version, f"retrain run {run.run_id}", champion_version, held

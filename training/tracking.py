@@ -4,7 +4,10 @@ Nothing here reads or sets MLflow's process-wide tracking URI: every function ta
 the URI) to work on, so two stores can be used side by side (a test's temporary one, the product's)
 without one leaking into the other. Runs are made with `started_run`; a family's params, metrics,
 plots and tables go into its child run with `log_family`; the model is logged as an MLflow 3 logged
-model with `log_model` and registered with `register_champion_candidate`.
+model with `log_model` (its headline metrics attached to it) and registered with
+`register_champion_candidate`. The parent run also gets the dataset lineage (`log_dataset`: schema,
+digest and profile, never rows), the family comparison as a table (`log_comparison`) and MLflow's
+system metrics (`system_metrics`).
 """
 
 from __future__ import annotations
@@ -70,12 +73,20 @@ class RunLog:
 
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in values.items()])
 
-    def metrics(self, values: Mapping[str, float]) -> None:
-        """The finite values (a metric of one class only is NaN and is left out)."""
+    def metrics(
+        self, values: Mapping[str, float], model_id: str | None = None, dataset: tuple[str, str] | None = None
+    ) -> None:
+        """The finite values (a metric of one class only is NaN and is left out); with `model_id`, attached
+        to that logged model too (MLflow's Models tab compares them), measured on `dataset` (name, digest)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        finite = [Metric(k, float(v), now, 0) for k, v in values.items() if np.isfinite(v)]
+        name, digest = dataset or (None, None)
+        finite = [
+            Metric(k, float(v), now, 0, model_id=model_id, dataset_name=name, dataset_digest=digest)
+            for k, v in values.items()
+            if np.isfinite(v)
+        ]
         for start in range(0, len(finite), 1000):  # MLflow takes at most 1000 metrics a batch
             self.client.log_batch(self.run_id, metrics=finite[start : start + 1000])
 
@@ -134,6 +145,7 @@ def log_model(run: RunLog, model: JobChanceModel, folder: Path, name: str = "mod
         raise
     run.client.finalize_logged_model(logged.model_id, "READY")
     run.client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, 0)])
+    run.metrics(model.metrics, model_id=logged.model_id, dataset=dataset_reference(model.training_fingerprint))
     return LoggedModel(logged.artifact_location, run.run_id, logged.model_id)
 
 
@@ -163,6 +175,52 @@ def log_training_data(run: RunLog, split: Split, config: TrainConfig, truth_avai
     split.encoding.catalogue.to_csv(folder / "feature_catalogue.csv", index=False)
     (folder / "data_fingerprint.json").write_text(json.dumps(data_print, indent=1))
     run.artifacts(folder)
+    log_dataset(run, split.full, data_print)
+
+
+DATASET_NAME = "features"
+
+
+def dataset_reference(data_print: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(name, digest) of the feature rows a fingerprint describes, as `log_dataset` logged them."""
+    digest = str(data_print.get("content_sha256") or "")
+    return (DATASET_NAME, digest[:32]) if digest else None  # MLflow keeps at most 36 characters
+
+
+def log_dataset(run: RunLog, frame: pd.DataFrame, data_print: Mapping[str, Any], context: str = "training") -> None:
+    """The dataset lineage of `run`: the feature frame's schema (column names and types), its digest and
+    profile from `fingerprint` (counts and dates). Never rows: MLflow's `from_pandas` is given the frame
+    with zero rows, and its profile (which would count those zero rows) is replaced by the fingerprint."""
+    import mlflow.data
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    name, digest = dataset_reference(data_print) or (DATASET_NAME, "")
+    schema_only = mlflow.data.from_pandas(frame.head(0), name=name, digest=digest, targets="label")
+    entity = schema_only._to_mlflow_entity()
+    lineage = Dataset(name, digest, entity.source_type, entity.source, entity.schema, json.dumps(dict(data_print)))
+    run.client.log_inputs(run.run_id, [DatasetInput(lineage, [InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+
+
+def log_comparison(run: RunLog, metrics: Mapping[str, Mapping[str, float]]) -> None:
+    """The model families side by side (`summary_table`) as an MLflow table of `run`, which the UI's
+    artifact view and `mlflow.load_table` read."""
+    table = summary_table(metrics).rename_axis("family").reset_index()
+    run.client.log_table(run.run_id, table, "family_comparison.json")
+
+
+@contextmanager
+def system_metrics(run: RunLog, tracking_uri: str, seconds: float = 5.0) -> Iterator[None]:
+    """MLflow's system metrics (CPU, memory, disk, network; GPU when there is one) sampled into `run`
+    every `seconds` while the block runs, on this tracking URI (never MLflow's process-wide one)."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run.run_id, sampling_interval=seconds, tracking_uri=tracking_uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 def family_params(result: FamilyResult, learner: Learner, config: TrainConfig) -> dict[str, Any]:

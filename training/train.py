@@ -35,13 +35,16 @@ from training.data import fingerprint, labelled_rows
 from training.evaluation import evaluation_metrics, headline, truth_of
 from training.learners import Learner, Predictor, learners, xgboost_learner
 from training.model import JobChanceModel, encode
+from training.model_card import card_facts, log_model_card
 from training.tracking import (
     experiment_id,
+    log_comparison,
     log_family,
     log_model,
     log_training_data,
     register_champion_candidate,
     started_run,
+    system_metrics,
     tracking_client,
 )
 from training.validation import Encoding, Split, chosen_params, cross_validate, learn_encoding, make_split
@@ -193,7 +196,11 @@ def train(
     families = learners(split.encoding.catalogue, config)
     results: dict[str, FamilyResult] = {}
     runs: dict[str, str] = {}
-    with tempfile.TemporaryDirectory() as tmp, started_run(client, experiment_key, "train", run_id=project_run) as run:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        started_run(client, experiment_key, "train", run_id=project_run) as run,
+        system_metrics(run, tracking_uri),
+    ):
         log_training_data(run, split, config, truth is not None, Path(tmp) / "parent")
         with progress.task("training: model families", total=len(families)) as task:
             for name, learner in families.items():
@@ -202,7 +209,7 @@ def train(
                     log_family(child, results[name], learner, split, config, Path(tmp) / name)
                     runs[name] = child.run_id
                     if name == CHAMPION_CANDIDATE:
-                        chosen = results[name]
+                        chosen, champion_run = results[name], child
                         with step(progress, f"{name}: refit on every row"):
                             model = fit_job_chance_model(
                                 split.full, chosen.params, chosen.calibration, config, headline(chosen.metrics)
@@ -210,6 +217,18 @@ def train(
                             logged = log_model(child, model, Path(tmp) / "pyfunc")
                 task.advance()
         version, champion_set = register_champion_candidate(run, logged, model_name, tracking_uri, alias)
+        log_comparison(run, {n: {**r.metrics, "seconds": r.seconds} for n, r in results.items()})
+        facts = card_facts(
+            model_name=model_name,
+            version=version,
+            made_by="train",
+            run_id=champion_run.run_id,
+            result=chosen,
+            split=split,
+            config=config,
+            data_print=model.training_fingerprint,
+        )
+        log_model_card(champion_run, facts, tracking_uri)
         seconds = time.perf_counter() - start
         run.metrics({"seconds": seconds})
     return TrainOutcome(

@@ -221,12 +221,22 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
 
     def model(request: Request) -> Response:
         lang, t = language(request), TEXT[language(request)]
-        loaded = context().predictor.current()
+        ctx = context()
+        loaded = ctx.predictor.current()
         if loaded is None:
             return error(request, lang, 503, t["error_503"], t["error_503_text"])
         info = model_info(loaded)
+        from training.model_card import served_card_html  # here: it brings training's plotting libraries
+
+        card = served_card_html(getattr(ctx.settings, "tracking_uri", None), loaded.name, loaded.version)
         return page(
-            request, "model.html", lang, info=info, statement=statement(info, lang), metric_rows=metric_rows(info, lang)
+            request,
+            "model.html",
+            lang,
+            info=info,
+            statement=statement(info, lang),
+            metric_rows=metric_rows(info, lang),
+            card=card,
         )
 
     def login_form(request: Request) -> Response:

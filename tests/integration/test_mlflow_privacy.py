@@ -133,6 +133,8 @@ def test_training_logged_artifacts_a_model_and_runs(trained):
     """What the scan below reads is really there: plots, tables, the model and its input example."""
     names = {path.name for path in files_under(trained.artifacts)}
     assert {"shap_beeswarm.png", "fairness_cv.csv", "feature_catalogue.csv", "input_example.json"} <= names
+    # The model card (with its fairness table by job centre) and the family comparison table (issue #17).
+    assert {"model_card.md", "model_card.html", "model_card.json", "family_comparison.json"} <= names
     assert {"booster.ubj", "job_chance_model.json", "MLmodel"} <= names
     assert sum(1 for _ in mlflow_texts(trained.tracking_uri)) > 100
 
@@ -142,6 +144,11 @@ def test_no_artifact_file_holds_an_id(trained):
 
 
 def test_the_tracking_database_holds_no_id(trained):
+    """Dataset lineage included: its schema, digest and profile are rows of this database."""
+    import sqlite3
+
+    with sqlite3.connect(trained.database) as db:
+        assert db.execute("select count(*) from datasets where dataset_schema like '%citizen_id%'").fetchone()[0] == 1
     assert found_in_files([trained.database], trained.ids) == {}
 
 
