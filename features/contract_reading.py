@@ -111,7 +111,9 @@ def _read_csv(path: Path, table: str, limit: int) -> tuple[pd.DataFrame | None, 
             return None, found([Problem(table, None, None, f"{path.name} cannot be read as CSV: {error}")])
         return None, _non_utf8_cells(path, table, header, limit)
     problems = [
-        Problem(table, row, None, f"the row has {fields} fields, the header {len(header)}")
+        Problem(
+            table, row, None, f"the row has {fields} fields, the header {len(header)}; quote a value that holds a comma"
+        )
         for row, fields in ragged[:limit]
     ]
     return frame, Hits(problems, len(ragged))

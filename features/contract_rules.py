@@ -64,19 +64,31 @@ def _column_schema(table: str, column: str, kind: str) -> pa.Column:
     checks = []
     if kind == "date":
         low, high = (np.datetime64(day, "s") for day in DATES)
-        checks.append(pa.Check.in_range(low, high, error=f"is outside the years {DATES[0].year}-{DATES[1].year}"))
+        checks.append(
+            pa.Check.in_range(
+                low,
+                high,
+                error=f"is outside the years {DATES[0].year}-{DATES[1].year}; check the year, written YYYY-MM-DD",
+            )
+        )
     if (table, column) in NOT_CPR:
         checks.append(pa.Check(_not_cpr_like, error=CPR_MESSAGE))
     if (table, column) in RANGES:
         low, high = RANGES[table, column]
         if high is None:
-            checks.append(pa.Check.ge(low, error=f"is below {show(low)}"))
+            checks.append(pa.Check.ge(low, error=f"is below {show(low)}; write {show(low)} or more"))
         else:
-            checks.append(pa.Check.in_range(low, high, error=f"is outside {show(low)}-{show(high)}"))
+            checks.append(
+                pa.Check.in_range(
+                    low,
+                    high,
+                    error=f"is outside {show(low)}-{show(high)}; write a value from {show(low)} to {show(high)}",
+                )
+            )
     if (table, column) in CODES:
         codes = CODES[table, column]
         listed = ", ".join(codes) if len(codes) <= _LISTED_CODES else f"the {len(codes)} codes of the contract"
-        checks.append(pa.Check.isin(codes, error=f"is not one of {listed}"))
+        checks.append(pa.Check.isin(codes, error=f"is not one of {listed}; write one of them exactly as listed"))
     return pa.Column(
         _PANDERA_DTYPES[kind],
         checks=checks,
@@ -135,7 +147,7 @@ def _passed(check: pa.Check, values: pd.Series, present: np.ndarray) -> np.ndarr
 
 
 def _empty_message(_: object) -> str:
-    return "the cell is empty but required"
+    return "the cell is empty but required; fill it in"
 
 
 def _value_message(table: str, column: str, rule: str, value: object) -> str:
@@ -166,11 +178,11 @@ def _repeat_hits(table: str, frame: pd.DataFrame, keys: list[str], limit: int) -
 
 
 def _repeated_value_message(table: str, key: str, value: object, row: int) -> str:
-    return f"{cell(table, key, value)} is already on row {row}; {key} must be unique"
+    return f"{cell(table, key, value)} is already on row {row}; {key} must be unique: give each row its own"
 
 
 def _repeated_row_message(keys: str, row: int) -> str:
-    return f"the row repeats row {row}: the same {keys}"
+    return f"the row repeats row {row}: the same {keys}; remove one of the two"
 
 
 def _key_codes(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
@@ -197,7 +209,9 @@ def _reference_hits(typed: Mapping[str, pd.DataFrame], limit: int) -> list[Hits]
             continue
         values = typed[table][column]
         unknown = values.notna().to_numpy(dtype=bool) & (_positions(values, typed[target][key]) < 0)
-        describe = partial(_value_message, table, column, f"is not a {key} in {target}")
+        describe = partial(
+            _value_message, table, column, f"is not a {key} in {target}; add it to {target} or correct it"
+        )
         hits.append(found_where(table, column, values.index, unknown, describe, values, limit=limit))
     return hits
 
@@ -221,7 +235,7 @@ def _date_order_hits(typed: Mapping[str, pd.DataFrame], limit: int) -> list[Hits
 
 
 def _order_message(later: str, earlier: str) -> str:
-    return f"{later} is before {earlier}"  # dates of a citizen: named, not shown
+    return f"{later} is before {earlier}; correct one of the two dates"  # a citizen's dates: named, not shown
 
 
 def _citizen_values(typed: Mapping[str, pd.DataFrame], table: str, source: str, column: str) -> np.ndarray:

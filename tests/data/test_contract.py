@@ -282,7 +282,9 @@ def test_validate_dataset_checks_an_in_memory_dataset(folder: Path) -> None:
 
     problems = validate_dataset(Dataset(**{**dataset.tables(), "measurements": measurements, "citizens": citizens}))
 
-    assert problems == [Problem("measurements", 2, "cw_cooperation", "the value is outside 1-5")]
+    assert problems == [
+        Problem("measurements", 2, "cw_cooperation", "the value is outside 1-5; write a value from 1 to 5")
+    ]
 
 
 def test_runner_reports_the_cells_pandera_reports(folder: Path) -> None:
@@ -314,7 +316,7 @@ def test_score_out_of_range(folder: Path) -> None:
     problem = only_problem(folder)
 
     assert where(problem) == ("measurements", 3, "cit_concentration")
-    assert problem.message == "the value is outside 1-5"  # an answer: named, not shown
+    assert problem.message == "the value is outside 1-5; write a value from 1 to 5"  # an answer: named, not shown
 
 
 def test_score_not_whole(folder: Path) -> None:
@@ -353,7 +355,7 @@ def test_unknown_citizen_in_measurements(folder: Path) -> None:
     problem = only_problem(folder)
 
     assert where(problem) == ("measurements", 2, "citizen_id")
-    assert problem.message == "the value is not a citizen_id in citizens"
+    assert problem.message == "the value is not a citizen_id in citizens; add it to citizens or correct it"
 
 
 def test_unknown_caseworker_in_measurements(folder: Path) -> None:
@@ -380,7 +382,7 @@ def test_duplicate_citizen(folder: Path) -> None:
     problem = only_problem(folder)
 
     assert where(problem) == ("citizens", 4, "citizen_id")
-    assert problem.message == "the value is already on row 2; citizen_id must be unique"
+    assert problem.message == "the value is already on row 2; citizen_id must be unique: give each row its own"
 
 
 def test_duplicate_intervention_episode(folder: Path) -> None:
@@ -398,7 +400,7 @@ def test_second_outcome_for_a_citizen(folder: Path) -> None:
     problem = only_problem(folder)
 
     assert where(problem) == ("outcomes", 4, "citizen_id")
-    assert problem.message == "the value is already on row 2; citizen_id must be unique"
+    assert problem.message == "the value is already on row 2; citizen_id must be unique: give each row its own"
 
 
 def test_required_cell_empty(folder: Path) -> None:
@@ -407,7 +409,7 @@ def test_required_cell_empty(folder: Path) -> None:
     problem = only_problem(folder)
 
     assert where(problem) == ("measurements", 1, "measured_on")
-    assert problem.message == "the cell is empty but required"
+    assert problem.message == "the cell is empty but required; fill it in"
 
 
 def test_impossible_date(folder: Path) -> None:
@@ -435,7 +437,7 @@ def test_ended_on_before_started_on(folder: Path) -> None:
     problem = only_problem(folder)
 
     assert where(problem) == ("interventions", 3, "ended_on")
-    assert problem.message == "ended_on is before the row's started_on"
+    assert problem.message == "ended_on is before the row's started_on; correct one of the two dates"
 
 
 def test_measured_on_before_enrolled_on(folder: Path) -> None:
@@ -444,7 +446,7 @@ def test_measured_on_before_enrolled_on(folder: Path) -> None:
     problem = only_problem(folder)
 
     assert where(problem) == ("measurements", 3, "measured_on")
-    assert problem.message == "measured_on is before the citizen's enrolled_on"
+    assert problem.message == "measured_on is before the citizen's enrolled_on; correct one of the two dates"
 
 
 def test_event_on_set_with_event_none(folder: Path) -> None:
@@ -471,7 +473,7 @@ def test_followed_until_before_event_on(folder: Path) -> None:
     problem = only_problem(folder)
 
     assert where(problem) == ("outcomes", 3, "followed_until")
-    assert problem.message == "followed_until is before the row's event_on"
+    assert problem.message == "followed_until is before the row's event_on; correct one of the two dates"
 
 
 def test_followed_until_before_enrolled_on(folder: Path) -> None:
@@ -480,7 +482,7 @@ def test_followed_until_before_enrolled_on(folder: Path) -> None:
     problem = only_problem(folder)
 
     assert where(problem) == ("outcomes", 2, "followed_until")
-    assert problem.message == "followed_until is before the citizen's enrolled_on"
+    assert problem.message == "followed_until is before the citizen's enrolled_on; correct one of the two dates"
 
 
 def test_unknown_intervention_code(folder: Path) -> None:
@@ -498,7 +500,7 @@ def test_unknown_gender(folder: Path) -> None:
     problem = only_problem(folder)
 
     assert where(problem) == ("citizens", 3, "gender")
-    assert problem.message == "'K' is not one of F, M"
+    assert problem.message == "'K' is not one of F, M; write one of them exactly as listed"
 
 
 def test_birth_year_out_of_range(folder: Path) -> None:
@@ -507,7 +509,7 @@ def test_birth_year_out_of_range(folder: Path) -> None:
     problem = only_problem(folder)
 
     assert where(problem) == ("citizens", 1, "birth_year")
-    assert problem.message == "the value is outside 1935-2010"
+    assert problem.message == "the value is outside 1935-2010; write a value from 1935 to 2010"
 
 
 def test_non_utf8_bytes(folder: Path) -> None:
@@ -662,7 +664,10 @@ def test_problems_are_capped(folder: Path) -> None:
 
     lines = str(caught.value).splitlines()
     assert caught.value.total == 84
-    assert lines[1] == "measurements.csv row 1, column cit_job_market_knowledge: the value is outside 1-5"
+    assert (
+        lines[1]
+        == "measurements.csv row 1, column cit_job_market_knowledge: the value is outside 1-5; write a value from 1 to 5"
+    )
     assert len(lines) == 1 + 50 + 1 and lines[-1] == "... and 34 more"
     assert len(capped) == 10 and [p.row for p in capped] == [1] * 10
 
@@ -771,7 +776,7 @@ def test_messages_never_show_values_of_people(folder: Path) -> None:
 def test_a_wrong_code_is_shown_because_it_is_nobody_s_value(folder: Path) -> None:
     set_cell(folder, "citizens", 2, "education", "phd")
 
-    assert only_problem(folder).message == "'phd' is not one of basic, upper_secondary, vocational, higher"
+    assert only_problem(folder).message.startswith("'phd' is not one of basic, upper_secondary, vocational, higher;")
 
 
 def test_parquet_date_outside_the_years_of_yyyy_mm_dd_is_refused(folder: Path) -> None:
@@ -785,4 +790,9 @@ def test_parquet_date_outside_the_years_of_yyyy_mm_dd_is_refused(folder: Path) -
 
     problems = problems_of(folder)
 
-    assert ("citizens", 2, "enrolled_on", "the value is outside the years 1000-9999") in problems
+    assert (
+        "citizens",
+        2,
+        "enrolled_on",
+        "the value is outside the years 1000-9999; check the year, written YYYY-MM-DD",
+    ) in problems

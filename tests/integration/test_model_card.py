@@ -190,3 +190,33 @@ def test_the_logged_model_carries_its_metrics(trained):
     metrics = {m.key: m for m in logged.metrics}
     assert metrics["oot_roc_auc"].value == pytest.approx(trained.outcome.model.metrics["oot_roc_auc"])
     assert metrics["oot_roc_auc"].dataset_name == "features"
+
+
+def test_the_mlproject_has_an_environment_main_and_report(tmp_path):
+    """The MLproject's spec as MLflow reads it, and one entry point run by `mlflow run` itself."""
+    import os
+    import subprocess
+    import sys
+
+    from mlflow.projects._project_spec import load_project
+
+    repo = Path(__file__).resolve().parents[2]
+    project = load_project(str(repo / "mlproject"))
+    assert project.env_type == "python_env" and Path(project.env_config_path).name == "python_env.yaml"
+    assert {"main", "train", "retrain", "report"} <= set(project._entry_points)
+    assert "bip report --out" in project.get_entry_point("report").compute_command({}, None)
+    assert "bip train " in project.get_entry_point("main").compute_command({}, None)
+
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "BIP_HOME": str(tmp_path / "home"),
+    }
+    out = tmp_path / "simulated"
+    command = [str(bin_dir / "mlflow"), "run", "mlproject", "-e", "simulate", "--env-manager", "local"]
+    command += ["-P", f"out={out}", "-P", "citizens=30"]
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "measurements.csv").is_file()

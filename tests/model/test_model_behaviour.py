@@ -24,6 +24,7 @@ from training.model import JobChanceModel
 from training.train import fit_job_chance_model
 
 CITIZENS = 2000
+RANKING_CITIZENS = 16_000
 SEED = 5
 PARAMS = {"max_depth": 3, "learning_rate": 0.1, "n_estimators": 150}
 CHANGED = {"hazard": {"indicators": {"concentration": 0.45, "network_support": 0.45, "health_coping": 0.0}}}
@@ -37,8 +38,8 @@ class Fitted:
     truth: np.ndarray | None
 
 
-def fitted(scenario: dict, truth_draws: int = 0) -> Fitted:
-    simulation = simulate(CITIZENS, seed=SEED, scenario=scenario, truth_draws=truth_draws)
+def fitted(scenario: dict, truth_draws: int = 0, citizens: int = CITIZENS) -> Fitted:
+    simulation = simulate(citizens, seed=SEED, scenario=scenario, truth_draws=truth_draws)
     frame = with_weights(build_features(simulation.dataset), 12, "dropout")
     truth = truth_of(frame, simulation.truth) if truth_draws else None
     model = fit_job_chance_model(frame, PARAMS, (1.0, 0.0), TrainConfig())
@@ -48,6 +49,12 @@ def fitted(scenario: dict, truth_draws: int = 0) -> Fitted:
 @pytest.fixture(scope="module")
 def default() -> Fitted:
     return fitted(load_scenario(), truth_draws=10)
+
+
+@pytest.fixture(scope="module")
+def large() -> Fitted:
+    """The default world at 4x BIP's size: enough events to tell the indicators apart (see the ranking tests)."""
+    return fitted(load_scenario(), citizens=RANKING_CITIZENS)
 
 
 @pytest.fixture(scope="module")
@@ -113,28 +120,27 @@ def test_relabelled_citizen_ids_give_the_same_predictions(default):
     assert "citizen_id" not in model.feature_names
 
 
-# Measured on this fixture (2,000 citizens, seed 5): Spearman 0.585 between mean |SHAP| and the
-# planted strengths; contact ability (planted 0.03) ranks 3rd of 11, and the bottom three are job
-# search (0.20), everyday coping (0.05) and concentration (0.03). Why: each indicator's answers are
-# also noisy readings of the citizen's general readiness (the latent indicators share a person
-# factor, sd 0.55, beside their own, sd 0.45), so the model may use any of the 20 answers as a
-# readiness proxy; mean |SHAP| measures that predictive use, not the planted effect. Contact
-# ability's importance here sits in its level columns (0.16 citizen, 0.13 caseworker), not in its
-# change columns. With 767 labelled events the proxies it picks vary by sample: 0.82 on the same
-# seed without truth draws, 0.62-0.78 on seeds 6-9, 0.65 at 8,000 citizens and 0.94 at 16,000.
-# The checks stay at the stated thresholds and are expected to fail (strict: a pass is reported)
-# until the model, its size here, or the measure of importance meets them.
-@pytest.mark.xfail(strict=True, reason="measured Spearman 0.585 < 0.7 at this size (see the comment above)")
-def test_shap_importance_ranks_the_indicators_as_planted(default):
-    importance = indicator_importance(default)
+# The ranking needs more data than the other behaviour tests. Measured (seed 5 unless said): Spearman
+# between mean |SHAP| and the planted strengths 0.585 at 2,000 citizens (0.62-0.82 on seeds 6-9),
+# 0.65 at 8,000, and at 16,000 citizens 0.94 (seeds 6 and 7: 0.85 and 0.92). Why small samples rank
+# worse: each indicator's answers are also noisy readings of the citizen's general readiness (the
+# latent indicators share a person factor, sd 0.55, beside their own, sd 0.45), so with few events the
+# model may use any of the 20 answers as a readiness proxy, and mean |SHAP| measures that use.
+def test_shap_importance_ranks_the_indicators_as_planted(large):
+    importance = indicator_importance(large)
     planted = planted_strengths(load_scenario()).reindex(importance.index)
     agreement = importance.corr(planted, method="spearman")
     assert agreement >= 0.7, (round(agreement, 3), importance.round(3).to_dict())
 
 
-@pytest.mark.xfail(strict=True, reason="contact ability (planted 0.03) ranks 3rd at this size (see above)")
-def test_zero_effect_indicators_rank_in_the_bottom_three(default):
-    ranking = indicator_ranking(default)
+# Not met: the three indicators planted at 0.03 are not reliably the bottom three. At 16,000 citizens
+# the bottom three were (seed 5) cooperation 0.16, contact ability, network support; (seed 6) network
+# support, concentration, everyday coping 0.05; (seed 7) everyday coping, concentration, network
+# support. Telling 0.03 from 0.05 is within the noise of mean |SHAP| on correlated answers, and
+# cooperation's share goes to the answers it correlates with. Kept at the stated check, strict.
+@pytest.mark.xfail(strict=True, reason="the 0.03 indicators are not reliably the bottom three (see above)")
+def test_zero_effect_indicators_rank_in_the_bottom_three(large):
+    ranking = indicator_ranking(large)
     planted = planted_strengths(load_scenario())
     near_zero = set(planted.index[planted == planted.min()])  # concentration, contact ability, network support
     assert len(near_zero) == 3
