@@ -190,15 +190,8 @@ def main() -> None:
 
     from bip.settings import load_settings
     from features.build import build_features
-    from serving.core import (
-        Predictor,
-        gc_paused,
-        histories_from_dataset,
-        history_dataset,
-        last_rounds,
-        score,
-        score_records,
-    )
+    from serving.core import Predictor, gc_paused, last_rounds, score, score_records
+    from serving.histories import histories_from_dataset, history_dataset
     from serving.schemas import BatchRequest, PredictRequest
     from simulator.simulation import simulate
     from training.model import model_rows

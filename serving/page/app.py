@@ -29,7 +29,8 @@ from serving import accounts, audit
 from serving.access import Sessions, principal_of
 from serving.accounts import Principal
 from serving.audit import ASSESSMENTS, AuditTrail, Event, UnknownView, prediction_event
-from serving.core import Predictor, history_from_dataset, model_info, score, step_ups
+from serving.core import Predictor, model_info, score, step_ups
+from serving.histories import history_from_dataset
 from serving.page.charts import (
     PANEL_GRID,
     PANEL_H,

@@ -664,10 +664,8 @@ def test_problems_are_capped(folder: Path) -> None:
 
     lines = str(caught.value).splitlines()
     assert caught.value.total == 84
-    assert (
-        lines[1]
-        == "measurements.csv row 1, column cit_job_market_knowledge: the value is outside 1-5; write a value from 1 to 5"
-    )
+    where = "measurements.csv row 1, column cit_job_market_knowledge"
+    assert lines[1] == f"{where}: the value is outside 1-5; write a value from 1 to 5"
     assert len(lines) == 1 + 50 + 1 and lines[-1] == "... and 34 more"
     assert len(capped) == 10 and [p.row for p in capped] == [1] * 10
 

@@ -19,7 +19,7 @@ from features.catalogue import CITIZEN_COLUMNS, SCORE_COLUMNS
 from features.contract import read_dataset
 from features.contract_declaration import CODES, DATES, OPTIONAL, RANGES
 from features.dataset import COLUMNS
-from serving.core import history_dataset, history_from_dataset
+from serving.histories import history_dataset, history_from_dataset
 from serving.schemas import (
     EXAMPLE_HISTORY,
     CaseworkerAnswers,

@@ -69,7 +69,7 @@ def test_the_report_lists_every_problem_grouped_by_rule(broken) -> None:
     assert set(by_rule) == {("measurements", SCORE), ("citizens", "enrolled_on")}
     scores, dates = by_rule["measurements", SCORE], by_rule["citizens", "enrolled_on"]
     assert (scores.count, dates.count) == (BAD_SCORES, BAD_DATES)
-    assert scores.rule == "a value is outside 1-5" and len(scores.examples) == 5
+    assert scores.rule == "a value is outside 1-5; write a value from 1 to 5" and len(scores.examples) == 5
     assert dates.rule == "a value is not a date written YYYY-MM-DD"
     # Only the first 50 reach the terminal; the report holds them all.
     assert len(report.error().problems) == 50 and report.error().total == BAD_SCORES + BAD_DATES

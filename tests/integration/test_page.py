@@ -34,7 +34,7 @@ from features.catalogue import INDICATOR_CODES, INDICATORS, indicator
 from serving import accounts, audit
 from serving.access import PRINCIPAL, SESSION_COOKIE, Sessions
 from serving.accounts import Principal, Role
-from serving.core import history_from_dataset
+from serving.histories import history_from_dataset
 from serving.page.text import TEXT
 from serving.schemas import CitizenHistory
 

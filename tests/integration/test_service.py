@@ -23,7 +23,7 @@ from conftest_service import served as served  # noqa: F401  (the module fixture
 from features import store
 from features.catalogue import GROUP_LABELS, INTERVENTION_CODES, indicator
 from serving import audit
-from serving.core import history_from_dataset
+from serving.histories import history_from_dataset
 from serving.schemas import EXAMPLE_HISTORY, MAX_MEASUREMENTS, BatchPrediction
 from training.model import expit
 
@@ -105,7 +105,7 @@ def test_probabilities_equal_offline_bip_predict(served, tmp_path):
 def test_requests_build_the_same_features_as_the_batch_path(served):
     from features.build import build_features
     from features.feature_catalogue import LABEL_COLUMNS
-    from serving.core import histories_from_dataset, history_dataset
+    from serving.histories import histories_from_dataset, history_dataset
 
     histories = histories_from_dataset(served.dataset)
     assert len(histories) == served.dataset.measurements["citizen_id"].nunique()
@@ -118,7 +118,7 @@ def test_contributions_sum_to_the_calibrated_log_odds(served):
     import mlflow
 
     from features.build import build_features
-    from serving.core import history_dataset
+    from serving.histories import history_dataset
     from training.model import load_model
 
     citizen = sample_citizens(served, 1)[0]
