@@ -38,12 +38,12 @@ from experiments.analyses import (
     fit_hazard_models,
     indicator_analysis,
     practice_spec,
-    progression_analysis,
     research_data,
 )
 from experiments.caseworker_effects import caseworker_effect_analysis
 from experiments.mixed import LOG_SD
 from experiments.person_rounds import LATENT_INDICATORS
+from experiments.progression import progression_analysis
 from features.catalogue import PATTERNS
 from simulator.calibration import effective_caseworker_scenario
 from simulator.planted import CHANGED, PRACTICE_PLANTED, planted_progression

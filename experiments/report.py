@@ -31,11 +31,11 @@ from experiments.analyses import (
     fit_hazard_models,
     indicator_analysis,
     practice_spec,
-    progression_analysis,
     research_data,
 )
 from experiments.caseworker_effects import caseworker_effect_analysis
 from experiments.model_comparison import model_comparison_analysis
+from experiments.progression import progression_analysis
 from features.dataset import Dataset
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -20,7 +20,7 @@ from typing import Any
 
 from scipy.stats import norm
 
-from experiments.analyses import still_or_back_share
+from experiments.progression import still_or_back_share
 from features.build import build_features
 from features.dataset import Dataset
 from simulator.simulation import DEFAULT_SCENARIO, load_scenario, merge, simulate

@@ -121,7 +121,6 @@ class Lease:
 
     def __init__(self, engine: Engine, name: str, token: str, lease_seconds: float) -> None:
         self.engine, self.name, self.token, self.lease_seconds = engine, name, token, lease_seconds
-        self.renewed_at = time.monotonic()
         self.lost: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease-{name}", daemon=True)
@@ -129,16 +128,11 @@ class Lease:
     def _beat(self) -> None:
         while not self._stop.wait(self.lease_seconds / 4):
             try:
-                if _renew(self.engine, self.name, self.token, self.lease_seconds):
-                    self.renewed_at = time.monotonic()
-                else:
+                if not _renew(self.engine, self.name, self.token, self.lease_seconds):
                     self.lost = "another process took it after it ran out"
                     return
-            except exc.DBAPIError as error:  # a brief outage: keep trying while the lease lasts
+            except exc.DBAPIError as error:  # an outage: keep trying; `check` tells whether it was taken
                 logger.warning("could not renew the %s lease: %s", self.name, type(error).__name__)
-                if time.monotonic() - self.renewed_at > self.lease_seconds:
-                    self.lost = "the database could not be reached to renew it"
-                    return
 
     def check(self) -> None:
         """Raise LeaseLost unless the lease is still held, asking the database (and renewing it): call it
@@ -147,7 +141,6 @@ class Lease:
             self.lost = "another process took it after it ran out"
         if self.lost is not None:
             raise LeaseLost(f"the {self.name} lock was lost ({self.lost}): stopped before changing anything")
-        self.renewed_at = time.monotonic()
 
 
 def holder_name(what: str) -> str:
@@ -179,6 +172,9 @@ def exclusive(
         finally:
             lease._stop.set()
             lease._thread.join(timeout=5)
-            _release(engine, name, token)
+            try:
+                _release(engine, name, token)
+            except exc.DBAPIError as error:  # the lease runs out by itself; keep the error that matters
+                logger.warning("could not release the %s lease: %s", name, type(error).__name__)
     finally:
         engine.dispose()

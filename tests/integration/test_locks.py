@@ -23,7 +23,7 @@ from features.contract import write_dataset
 from features.dataset import Dataset
 from features.store import INGEST_LOCK_KEY, IngestRunning, ingest, ingests, load
 from simulator.simulation import simulate
-from training.locks import LockHeld, current_holder, exclusive
+from training.locks import LockHeld, _engine, current_holder, exclusive
 
 REPO = Path(__file__).resolve().parents[2]
 LEASE = 2.0
@@ -96,6 +96,53 @@ def test_waiting_for_a_lease_gets_it_once_the_holder_lets_go(store_url):
             # Released by its holder, long before its 60 s lease would have run out.
             assert time.monotonic() - started < 20
     finally:
+        holder.kill()
+        holder.wait(30)
+
+
+CHECK = """
+import sys
+from training.locks import LeaseLost, exclusive
+with exclusive(sys.argv[1], "retrain", "stalled", lease_seconds=1.0) as lease:
+    print("held", flush=True)
+    for _ in sys.stdin:
+        try:
+            lease.check()
+            print("still held", flush=True)
+        except LeaseLost as error:
+            print(error, flush=True)
+"""
+
+
+def test_a_stalled_holder_keeps_its_lease_unless_another_took_it(store_url):
+    """A holder stopped (SIGSTOP) past its lease: if nobody took the lease meanwhile, it is still its
+    own; once another process has taken it, `check()` says so before any irreversible step."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", CHECK, store_url], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+    def ask() -> str:
+        holder.stdin.write("check\n")
+        holder.stdin.flush()
+        return holder.stdout.readline().strip()
+
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.send_signal(signal.SIGSTOP)
+        time.sleep(2.0)
+        holder.send_signal(signal.SIGCONT)
+        assert ask() == "still held"
+        holder.send_signal(signal.SIGSTOP)
+        time.sleep(2.0)
+        with exclusive(store_url, "retrain", "taker"):
+            holder.send_signal(signal.SIGCONT)
+            assert (
+                ask()
+                == "the retrain lock was lost (another process took it after it ran out): stopped before changing anything"
+            )
+            assert current_holder(_engine(store_url), "retrain")[0].startswith(f"pid {os.getpid()}: taker")
+    finally:
+        holder.send_signal(signal.SIGCONT)
         holder.kill()
         holder.wait(30)
 

@@ -28,15 +28,14 @@ from experiments.analyses import (
     caseworker_practice_analysis,
     fit_hazard_models,
     indicator_analysis,
-    mean_indicator_change,
     practice_spec,
-    progression_analysis,
     research_data,
 )
 from experiments.caseworker_effects import caseworker_effect_analysis
 from experiments.commands import report
 from experiments.mixed import fit_random_intercept_logit
 from experiments.person_rounds import LATENT_INDICATORS, best_linear_latent, day_number, fit_logit, z_value
+from experiments.progression import mean_indicator_change, progression_analysis
 from experiments.report import DEFAULT_EXPERIMENT
 from features.catalogue import PATTERNS
 from features.contract import write_dataset
