@@ -156,12 +156,13 @@ def bars(console: rich.console.Console) -> rich.progress.Progress:
         TimeRemainingColumn,
     )
 
+    # "0:00:12 / 0:01:30 left": time spent and the estimate of what remains, in 80 columns with the bar.
     return Progress(
         TextColumn("{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=16),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("elapsed,"),
+        TextColumn("/"),
         TimeRemainingColumn(),
         TextColumn("left"),
         console=console,

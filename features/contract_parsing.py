@@ -103,18 +103,30 @@ def harmless_variants(kind: str, values: pd.Series) -> tuple[pd.Series, dict[str
     if _stored_as(values) != "text":
         return values, {}
     text = arrow_text(values)
+    # Checked on the distinct values where a column holds few (scores, codes, dates), as parsing does.
+    indices = None
+    if kind != "str":
+        encoded = pc.dictionary_encode(text)
+        text, indices = encoded.dictionary, encoded.indices
     trimmed = pc.utf8_trim_whitespace(text)
-    variants = {"spaces": pc.not_equal(text, trimmed).fill_null(False).to_numpy(zero_copy_only=False)}
+    masks = {"spaces": pc.not_equal(text, trimmed)}
     normalised = trimmed
     if kind == "Int64":
-        decimals = pc.match_substring_regex(trimmed, f"^{_ZERO_DECIMALS}$").fill_null(False)
-        variants["decimals"] = decimals.to_numpy(zero_copy_only=False)
-        if variants["decimals"].any():
-            normalised = pc.replace_substring_regex(trimmed, r"\.0*$", "")
-    found_variants = {variant: mask for variant, mask in variants.items() if mask.any()}
+        masks["decimals"] = pc.match_substring_regex(trimmed, f"^{_ZERO_DECIMALS}$")
+        normalised = pc.if_else(masks["decimals"], pc.replace_substring_regex(trimmed, r"\.0*$", ""), trimmed)
+
+    def per_row(values: pyarrow.Array) -> pyarrow.Array:
+        return values if indices is None else values.take(indices)
+
+    found_variants = {
+        variant: per_row(mask).fill_null(False).to_numpy(zero_copy_only=False)
+        for variant, mask in masks.items()
+        if pc.any(mask).as_py()
+    }
     if not found_variants:
         return values, {}
-    return pd.Series(normalised.to_numpy(zero_copy_only=False), index=values.index, dtype=_TEXT), found_variants
+    rows = per_row(normalised).to_numpy(zero_copy_only=False)
+    return pd.Series(rows, index=values.index, dtype=_TEXT), found_variants
 
 
 def _variant_describer(table: str, column: str, variant: str) -> Callable[[object], str]:
@@ -139,12 +151,12 @@ def normalised_warning(note: Normalised, source: str) -> str:
     """The warning for a harmless variant read: what was found, where first, and what to write."""
     cells = "cell" if note.count == 1 else "cells"
     fix = {
-        "spaces": "were trimmed; write values without spaces before or after",
-        "decimals": "were read as whole numbers; write whole numbers as digits only (3, not 3.0)",
+        "spaces": "trimmed; write values without spaces before or after",
+        "decimals": "read as whole numbers; write whole numbers as digits only (3, not 3.0)",
     }[note.variant]
     return (
         f"{source}, column {note.column}: {note.count} {cells} with {HARMLESS_VARIANTS[note.variant]} "
-        f"(first at row {note.first_row}) {fix}; `--strict` refuses them"
+        f"(first at row {note.first_row}), {fix}; `--strict` refuses them"
     )
 
 

@@ -53,11 +53,15 @@ def interval(metrics: Mapping[str, float], key: str) -> dict[str, float | None] 
     if key not in metrics:
         return None
 
-    def value(name: str) -> float | None:
-        found = metrics.get(name)
-        return None if found is None or not math.isfinite(found) else round(float(found), 4)
+    return {
+        "estimate": rounded(metrics.get(key)),
+        "low": rounded(metrics.get(f"{key}_low")),
+        "high": rounded(metrics.get(f"{key}_high")),
+    }
 
-    return {"estimate": value(key), "low": value(f"{key}_low"), "high": value(f"{key}_high")}
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), 4)
 
 
 def moment(milliseconds: int | None) -> datetime | None:
@@ -277,7 +281,7 @@ def retrain_status(client: MlflowClient, experiment: str) -> dict[str, Any] | No
         "champion_version": tags.get("champion_version"),
         "challenger_version": tags.get("challenger_version") or None,
         "gates": [
-            {"name": g, "passed": metrics[f"gate_{g}_passed"] == 1.0, "value": metrics.get(f"gate_{g}_value")}
+            {"name": g, "passed": metrics[f"gate_{g}_passed"] == 1.0, "value": rounded(metrics.get(f"gate_{g}_value"))}
             for g in gates
         ],
         "drift": drift,
@@ -387,6 +391,9 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
         lines.append("last retrain: none")
     jobs = status["admin_jobs_running"]
     lines.append("admin jobs running: " + (", ".join(j["job"] for j in jobs) if jobs else "none"))
+    if status["admin_actions"]:
+        last = status["admin_actions"][-1]
+        lines.append(f"last admin action: {last['event']} by {last['by']} at {last['at']} {json.dumps(last['detail'])}")
     lines += [f"warning: {w}" for w in status["warnings"]]
     return lines
 

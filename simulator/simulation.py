@@ -367,7 +367,7 @@ def simulate(
     followed = np.full(n, float(extract))
     measured, episodes = [], []
     shown = 0
-    with progress.task("simulate: citizens followed to the end", total=n) as task:
+    with progress.task("simulate: citizens followed", total=n) as task:
         while True:
             alive &= state.day <= extract
             idx = np.flatnonzero(alive)

@@ -509,7 +509,7 @@ def retrain(
                 challenger = train_family(
                     learners(split.encoding.catalogue, config)[CHAMPION_CANDIDATE], split, truth, config, progress
                 )
-            with step(progress, "retrain: challenger and champion on the window"):
+            with step(progress, "retrain: compare on window"):
                 comparison = compare_on_window(split, challenger, champion, truth, config, gates, progress)
             passed = all(g.passed for g in comparison.gates)
             metrics = retrain_metrics(comparison, challenger, drift)
@@ -525,7 +525,7 @@ def retrain(
             if not dry_run and challenger.calibration[0] > 0:
                 # Tagged "promoted" only once the alias has moved: a refusal below leaves no false tag.
                 tagged = AWAITING_PROMOTION if passed else decision
-                with step(progress, "retrain: refit and register the challenger"):
+                with step(progress, "retrain: register"):
                     challenger_version = register_challenger(settings, full, challenger, config, run, tagged)
                 facts = card_facts(
                     model_name=settings.model_name,

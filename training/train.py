@@ -210,7 +210,7 @@ def train(
                     runs[name] = child.run_id
                     if name == CHAMPION_CANDIDATE:
                         chosen, champion_run = results[name], child
-                        with step(progress, f"{name}: refit on every row"):
+                        with step(progress, f"{name}: refit"):
                             model = fit_job_chance_model(
                                 split.full, chosen.params, chosen.calibration, config, headline(chosen.metrics)
                             )

@@ -171,3 +171,20 @@ def test_bip_validate_warns_and_strict_exits_with_the_problems(folder: Path, tmp
     assert "valid:" in lenient.stdout and "warning:" in lenient.stderr and "3, not 3.0" in lenient.stderr
     assert strict.returncode != 0 and "valid:" not in strict.stdout
     assert "written with decimals" in strict.stderr and "has spaces around it" in strict.stderr
+
+
+def test_bip_ingest_normalises_with_a_warning_and_strict_stores_nothing(folder: Path, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, inspect
+
+    (row,) = answered_rows(folder, 1)
+    set_cells(folder, "measurements", SCORE, {row: "3.0"})
+    strict_home, home = tmp_path / "strict", tmp_path / "home"
+
+    refused = bip("ingest", str(folder), "--strict", home=strict_home)
+    loaded = bip("ingest", str(folder), home=home)
+
+    assert refused.returncode != 0 and "written with decimals" in refused.stderr
+    store = strict_home / "store.db"
+    assert not store.exists() or "measurements" not in inspect(create_engine(f"sqlite:///{store}")).get_table_names()
+    assert loaded.returncode == 0, loaded.stderr
+    assert "3, not 3.0" in loaded.stderr

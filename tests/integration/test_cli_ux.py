@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -84,8 +85,8 @@ def under_terminal(*args: str, home: Path, timeout: float = 300) -> tuple[int, s
 def test_progress_is_drawn_on_a_terminal(tmp_path):
     code, shown = under_terminal(*SIMULATE, "--out", str(tmp_path / "data"), home=tmp_path / "home")
     assert code == 0, shown
-    assert BAR in shown and "simulate: citizens followed to the end" in shown
-    assert "elapsed" in shown and "left" in shown  # the time estimate
+    assert BAR in shown and "simulate: citizens followed" in shown
+    assert re.search(r"\d:\d\d:\d\d / \d:\d\d:\d\d left", shown)  # time spent and the estimate left
     assert "120/120" in shown  # the bar ends full
     assert "simulated 120 citizens" in shown
 

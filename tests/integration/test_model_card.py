@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from conftest_service import served as served  # noqa: F401  (the module fixture: a real BentoML server)
 
 from simulator.simulation import simulate
 
@@ -151,10 +152,17 @@ def test_the_model_page_shows_and_links_the_card(trained):
     assert "How to contest a score" in page.text and "<svg" in page.text
 
 
-def test_the_model_api_describes_the_card_link():
-    from serving.schemas import ModelInfo
+def test_the_served_model_links_its_card_in_the_api_and_on_the_page(served):
+    """The real service: GET /model answers where the card is, and that page shows the served version's."""
+    info = served.client.get("/model").json()
+    assert info["model_card_url"] == "/caseworker/model#card"
 
-    assert "model_card_url" in ModelInfo.model_fields
+    with served.as_("researcher") as researcher:
+        page = researcher.get(info["model_card_url"].split("#")[0], params={"lang": "en"})
+
+    assert page.status_code == 200, page.text[:500]
+    assert '<a href="#card">Model card' in page.text and 'id="card"' in page.text
+    assert f"Model card: {info['name']} version {info['version']}" in page.text
 
 
 def test_the_parent_run_has_lineage_without_rows(trained):
@@ -220,3 +228,35 @@ def test_the_mlproject_has_an_environment_main_and_report(tmp_path):
     result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "measurements.csv").is_file()
+
+
+def test_a_retrain_registers_its_version_with_a_card(tmp_path):
+    """Round 1 ingested and trained on, round 2 ingested: the retrain's registered version has its card,
+    in the retrain run, with the challenger's window metrics."""
+    from conftest_service import small_train_config
+
+    from bip.settings import load_settings
+    from features.build import truncate_dataset
+    from features.store import ingest, load
+    from training.lifecycle import Gates, retrain
+    from training.train import train
+
+    home = tmp_path / "bip"
+    home.mkdir()
+    settings = load_settings(home=home, mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    dataset = simulate(1500, seed=2024, truth_draws=0).dataset
+    ingest(truncate_dataset(dataset, pd.Timestamp("2015-09-30").date()), settings.store_url, source="round 1")
+    s = settings
+    train(load(s.store_url), s.tracking_uri, s.artifact_root, s.experiment, s.model_name, small_train_config(1))
+    ingest(truncate_dataset(dataset, pd.Timestamp("2015-12-31").date()), settings.store_url, source="round 2")
+
+    outcome = retrain(load(s.store_url), s, small_train_config(1), Gates.of(s))
+
+    assert outcome.challenger_version == 2
+    client = Trained(s.tracking_uri, None, None).client()
+    version = client.get_model_version(s.model_name, "2")
+    assert version.tags["model_card"] == f"runs:/{outcome.run_id}/model_card"
+    local = client.download_artifacts(outcome.run_id, "model_card/model_card.json", str(tmp_path))
+    facts = json.loads(Path(local).read_text())
+    assert facts["made_by"] == "retrain" and facts["version"] == 2
+    assert any(m["split"].startswith("retraining window") for m in facts["metrics"])
