@@ -173,6 +173,9 @@ extra = FastAPI(title="bip job chance: model information", docs_url=None, redoc_
     name="JobChance",
     traffic={"timeout": 60},
     threads=4,
+    resources={"cpu": "1", "memory": "2Gi"},
+    # Read at start from the environment (bip.settings); listed so a Bento's image declares them.
+    envs=[{"name": "MLFLOW_TRACKING_URI"}, {"name": "BIP_DATABASE_URL"}],
     # BentoML's HTTP metrics and access log name raw paths (citizen ids): serving.access does both.
     metrics={"enabled": False},
     logging={"access": {"enabled": False}},

@@ -448,11 +448,14 @@ def load_champion(settings: Settings) -> tuple[JobChanceModel, Any]:
     from mlflow import MlflowClient
 
     from bip.errors import UserError
+    from training.registry import RegistryUnavailable, not_found, shown_uri
 
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     try:
         version = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
     except mlflow.exceptions.MlflowException as error:
+        if not not_found(error):  # an unreachable registry is a failure, never "no model"
+            raise RegistryUnavailable(f"the model registry at {shown_uri(settings.tracking_uri)} failed") from error
         raise UserError(
             f"no model {settings.model_name}@{settings.model_alias} in the tracking store; run `bip train` first"
         ) from error

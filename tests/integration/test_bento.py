@@ -1,8 +1,8 @@
 """The Bento: `bip build` in a temporary BentoML home, then `bentoml serve TAG` from an empty folder
 outside the checkout, serving a model trained into a temporary MLflow store.
 
-Access control: `credentials()` and `auth_env()` are the one place that says how the test calls the
-service; with BIP_AUTH=off (allowed on 127.0.0.1 only) it needs no credentials.
+Access control as in production (built-in users): a service user with an API token is made in the
+Bento's store before it starts, and every request carries the token.
 """
 
 from __future__ import annotations
@@ -25,14 +25,13 @@ from serving.process import stop_process_tree
 CITIZENS = 400
 
 
-def auth_env() -> dict[str, str]:
-    """The server's access-control settings for this test."""
-    return {"BIP_AUTH": "off"}
+def service_token(home: Path) -> str:
+    """A `service` user's API token in the store under `home` (the Bento's BIP_HOME)."""
+    from serving import accounts
 
-
-def credentials() -> dict[str, str]:
-    """The headers that identify the test's requests to the server."""
-    return {}
+    url = f"sqlite:///{home / 'store.db'}"
+    accounts.add_user(url, "bento-test", accounts.Role.service)
+    return accounts.issue_token(url, "bento-test")
 
 
 @dataclass
@@ -110,9 +109,9 @@ def serving(built, tmp_path_factory) -> Iterator[Serving]:
     registry.client(tracking_uri).search_registered_models()  # the store's tables, before training
     train(dataset, tracking_uri, home / "mlartifacts", "bip-job-chance", MODEL_NAME, small_train_config(SEED))
     empty = tmp_path_factory.mktemp("empty-cwd")
+    token = service_token(home)
     env = {
         **built.env,
-        **auth_env(),
         "BIP_HOME": str(home),
         "MLFLOW_TRACKING_URI": tracking_uri,
         "OMP_NUM_THREADS": "1",
@@ -123,7 +122,7 @@ def serving(built, tmp_path_factory) -> Iterator[Serving]:
         process = subprocess.Popen(
             command, cwd=empty, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=credentials())
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers={"Authorization": f"Bearer {token}"})
     try:
         wait_for(lambda: client.get("/readyz").status_code == 200, 240, f"the Bento to be ready (log: {log})")
         yield Serving(client, log)

@@ -42,7 +42,6 @@ pytestmark = pytest.mark.xdist_group("retrain")
 
 CITIZENS, SEED = 1500, 2024
 ROUND_1, ROUND_2, ROUND_3 = date(2015, 9, 30), date(2015, 12, 31), date(2016, 3, 31)
-TOKEN = "s3cret-admin-token"
 
 
 @pytest.fixture(scope="module")
@@ -355,16 +354,24 @@ def test_a_crashed_retrain_job_reports_failed_with_exit_code_3(home, monkeypatch
 
 
 @pytest.fixture
-def server(home) -> tuple[Home, httpx.Client]:
-    token_file = home.settings.home / "admin-token"
-    token_file.write_text(TOKEN + "\n")
-    env = {**home.env, "BIP_ADMIN_TOKEN_FILE": str(token_file), "BIP_MODEL_POLL_SECONDS": "1"}
+def server(home) -> tuple[Home, httpx.Client, str]:
+    """The real service over the home's store and registry; `client` calls as a researcher (read-only),
+    and the token returned belongs to a user with the admin role in the same store."""
+    from serving import accounts
+
+    accounts.add_user(home.settings.store_url, "ops", accounts.Role.admin)
+    admin_token = accounts.issue_token(home.settings.store_url, "ops")
+    accounts.add_user(home.settings.store_url, "reader", accounts.Role.researcher)
+    reader = accounts.issue_token(home.settings.store_url, "reader")
+    env = {**home.env, "BIP_MODEL_POLL_SECONDS": "1"}
     port, log = free_port(), home.settings.home / "server.log"
     process = start_server(env, port, log)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", timeout=60, headers={"Authorization": f"Bearer {reader}"}
+    )
     try:
         wait_for(lambda: client.get("/readyz").status_code == 200, 180, f"the server to be ready (log: {log})")
-        yield home, client
+        yield home, client, admin_token
     finally:
         client.close()
         stop_process_tree(process)
@@ -374,15 +381,17 @@ def served_version(client: httpx.Client) -> str:
     return client.get("/model").json()["version"]
 
 
-def test_service_serves_new_champion_and_admin_needs_the_token(server):
-    home, client = server
-    admin = {"Authorization": f"Bearer {TOKEN}"}
+def test_service_serves_new_champion_and_admin_needs_the_role(server):
+    home, client, admin_token = server
+    admin = {"Authorization": f"Bearer {admin_token}"}
     assert served_version(client) == "1"
-    # Without the token, or with a wrong one, the admin endpoints refuse.
-    assert client.post("/admin/promote", json={"version": 1}).status_code == 401
-    assert client.post("/admin/retrain", json={}, headers={"Authorization": "Bearer nope"}).status_code == 403
-    assert client.get("/admin/jobs/x", headers={"Authorization": "Basic " + TOKEN}).status_code == 401
-    page, api = client.get("/caseworker/").text, client.get("/docs.json").json()
+    # Without a token, with a wrong one, or as another role, the admin endpoints refuse.
+    anonymous = {"Authorization": ""}
+    assert client.post("/admin/promote", json={"version": 1}, headers=anonymous).status_code == 401
+    assert client.post("/admin/retrain", json={}, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.post("/admin/retrain", json={}).status_code == 403  # the researcher
+    assert client.get("/admin/jobs/x", headers={"Authorization": "Basic " + admin_token}).status_code == 401
+    page, api = client.get("/caseworker/model").text, client.get("/docs.json").json()
     assert "/admin" not in page and not [path for path in api["paths"] if path.startswith("/admin")]
     # A promotion by retrain is served without a restart.
     home.ingest_round(ROUND_2)
@@ -415,18 +424,16 @@ def test_service_serves_new_champion_and_admin_needs_the_token(server):
     assert home.champion() == 1
 
 
-def test_admin_endpoints_are_off_without_a_token(tmp_path):
+def test_the_admin_app_refuses_everyone_without_the_access_middleware(tmp_path):
+    """Mounted without serving.access.AccessControl (no principal in the scope), nobody gets in."""
     from fastapi.testclient import TestClient
 
     from serving.admin import create_admin_app
 
-    off = TestClient(create_admin_app(lambda: isolated_settings(tmp_path)))
-    assert off.post("/promote", json={"version": 1}, headers={"Authorization": "Bearer x"}).status_code == 404
-    assert off.post("/retrain", json={}).status_code == 404
-    on = TestClient(create_admin_app(lambda: isolated_settings(tmp_path, admin_token="t")))
-    assert on.post("/retrain", json={}).status_code == 401
+    bare = TestClient(create_admin_app(lambda: isolated_settings(tmp_path)))
+    assert bare.post("/promote", json={"version": 1}, headers={"Authorization": "Bearer x"}).status_code == 401
+    assert bare.post("/retrain", json={}).status_code == 401
     assert not (tmp_path / "admin").exists()  # nothing was started
-    assert on.post("/retrain", json={"dry_run": "maybe"}, headers={"Authorization": "Bearer t"}).status_code == 422
 
 
 def test_a_job_state_means_one_thing(tmp_path):
