@@ -72,9 +72,7 @@ def canonical(table: str, frame: pd.DataFrame) -> pd.DataFrame:
         if kind == "date":
             out[column] = pd.to_datetime(values).astype("datetime64[s]")
         elif kind == "str":
-            out[column] = (
-                values.astype("str").where(values.notna(), None) if len(values) else values.astype("str")
-            )
+            out[column] = values.astype("str").where(values.notna(), None) if len(values) else values.astype("str")
         else:
             out[column] = values.astype(kind)
     return pd.DataFrame(out, index=frame.index).reset_index(drop=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -179,6 +180,8 @@ def _sqlite_begin(conn: Connection) -> None:
 def _engine(url: str) -> Engine:
     """One engine (and connection pool) per store URL, so the prediction service's lookups stay cheap."""
     engine = create_engine(url)
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # a fresh BIP_HOME
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
@@ -685,4 +688,3 @@ def ingests(url: str) -> list[dict[str, Any]]:
 def as_utc(moment: datetime) -> datetime:
     """A stored moment as an aware UTC datetime (SQLite keeps no time zone; every stored moment is UTC)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-

@@ -34,9 +34,11 @@ def _password(from_stdin: bool) -> str:
 
 
 def _audited(event: str, name: str, **detail: object) -> None:
+    """An audit row of an account change: who ran the command (the system user, role `cli`) and whom it concerned."""
     from serving.audit import AuditTrail, Event
 
-    AuditTrail(_store_url()).append([Event(event, user_id=name, role="cli", detail=detail)])
+    who = f"os:{getpass.getuser()}"
+    AuditTrail(_store_url()).append([Event(event, user_id=who, role="cli", detail={"user": name, **detail})])
 
 
 @users_app.command("add")

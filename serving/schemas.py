@@ -159,7 +159,7 @@ def _repeats(values: list, field: str, loc: tuple[str | int, ...] = ()) -> list[
     problems = []
     for k, value in enumerate(values):
         if value is not None and value in seen:
-            problems.append(((*loc, k, field), f"repeats item {seen[value]}: {value}"))
+            problems.append(((*loc, k, field), f"repeats item {seen[value]}"))
         seen.setdefault(value, k)
     return problems
 
@@ -196,23 +196,23 @@ class CitizenHistory(BaseModel):
         m, e = self.measurements, self.interventions
         enrolled = self.citizen.enrolled_on
         problems = [
-            (("measurements", k, "measured_on"), f"{x.measured_on} is before citizen.enrolled_on {enrolled}")
+            (("measurements", k, "measured_on"), "is before citizen.enrolled_on")
             for k, x in enumerate(m)
             if x.measured_on < enrolled
         ]
         problems += [
-            (("interventions", k, "ended_on"), f"{x.ended_on} is before started_on {x.started_on}")
+            (("interventions", k, "ended_on"), "is before started_on")
             for k, x in enumerate(e)
             if x.ended_on is not None and x.ended_on < x.started_on
         ]
         if self.as_of is not None:
             problems += [
-                (("measurements", k, "measured_on"), f"{x.measured_on} is after as_of {self.as_of}")
+                (("measurements", k, "measured_on"), "is after as_of")
                 for k, x in enumerate(m)
                 if x.measured_on > self.as_of
             ]
             problems += [
-                (("interventions", k, "started_on"), f"{x.started_on} is after as_of {self.as_of}")
+                (("interventions", k, "started_on"), "is after as_of")
                 for k, x in enumerate(e)
                 if x.started_on > self.as_of
             ]

@@ -19,6 +19,7 @@ new champion). Workers: BENTOML_CONFIG_OPTIONS="services.JobChance.workers=2".
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -28,6 +29,7 @@ import pydantic_core
 from bentoml.exceptions import UnprocessableEntity
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from bip.settings import load_settings
@@ -214,10 +216,18 @@ class JobChance:
     def close(self) -> None:
         self.predictor.stop()
 
-    def _audited(self, ctx: bentoml.Context, event: str, records: list[dict]) -> None:
+    def _audited(self, ctx: bentoml.Context, event: str, records: list[dict]) -> Response | None:
+        """Write the predictions' audit rows; a 503 to answer instead when the store cannot take them
+        (no prediction leaves unaudited; the log names the failure's kind, never its SQL parameters)."""
         principal = principal_of(ctx.request.scope)
-        self.audit.append([prediction_event(principal, event, r) for r in records])
+        try:
+            self.audit.append([prediction_event(principal, event, r) for r in records])
+        except SQLAlchemyError as error:
+            logging.getLogger("bip.audit").error("audit store unavailable: %s", type(error).__name__)
+            ctx.response.status_code = 503
+            return JSONResponse({"error": "the audit store is unavailable: no prediction without its audit row"}, 503)
         self.metrics.predicted(records[0]["model"]["version"], event, len(records))
+        return None
 
     @bentoml.api(route="/predict")
     def predict(self, history: PredictRequest, /, ctx: bentoml.Context) -> Prediction:
@@ -229,7 +239,8 @@ class JobChance:
         except ModelUnavailable as error:
             ctx.response.status_code = 503  # BentoML answers with the context's status, not the response's
             return unavailable(error)  # type: ignore[return-value]
-        self._audited(ctx, "api_predict", records)
+        if (refused := self._audited(ctx, "api_predict", records)) is not None:
+            return refused  # type: ignore[return-value]
         return Prediction.model_validate(records[0])
 
     @bentoml.api(route="/predict_batch")
@@ -241,7 +252,8 @@ class JobChance:
         except ModelUnavailable as error:
             ctx.response.status_code = 503
             return unavailable(error)  # type: ignore[return-value]
-        self._audited(ctx, "api_predict_batch", records)
+        if (refused := self._audited(ctx, "api_predict_batch", records)) is not None:
+            return refused  # type: ignore[return-value]
         # Thousands of explanations: written straight to JSON (in Rust) rather than built as models first.
         body = pydantic_core.to_json({"model": records[0]["model"], "predictions": records})
         return Response(body, media_type="application/json")  # type: ignore[return-value]

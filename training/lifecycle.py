@@ -283,7 +283,8 @@ def _move_alias(
         try:
             client.get_model_version(name, str(version))
         except MlflowException as error:
-            raise UserError(f"{name} has no version {version} in {settings.tracking_uri}") from error
+            where = registry.shown_uri(settings.tracking_uri)
+            raise UserError(f"{name} has no version {version} in {where}") from error
         current = registry.champion_version(name, alias=alias, tracking_uri=settings.tracking_uri)
         if check and current != expected:
             raise RetrainError(f"the {alias} moved from version {expected} to {current} while retraining: not promoted")
@@ -339,7 +340,8 @@ def load_current_champion(settings: Settings):
     )
     if version is None:
         raise RetrainError(
-            f"no {settings.model_name}@{settings.model_alias} in {settings.tracking_uri}: run `bip train` first"
+            f"no {settings.model_name}@{settings.model_alias} in {registry.shown_uri(settings.tracking_uri)}: "
+            "run `bip train` first"
         )
     # Resolved through this registry's client, so MLflow's process-wide registry URI is left alone.
     source = registry.client(settings.tracking_uri).get_model_version_download_uri(settings.model_name, str(version))

@@ -37,6 +37,12 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def test_users_can_be_added_before_anything_is_ingested(tmp_path):
+    done = bip(tmp_path / "fresh", "users", "add", "ops", "--role", "admin", "--token", "--no-password")
+    assert done.returncode == 0, done.stderr
+    assert mode(tmp_path / "fresh") & 0o077 == 0
+
+
 def test_what_bip_writes_is_readable_by_its_owner_only(home):
     assert mode(home / "store.db") & 0o077 == 0
     assert mode(home) & 0o077 == 0
@@ -67,7 +73,8 @@ def test_users_are_added_listed_and_revoked_and_each_step_is_audited(home):
     again = bip(home, "users", "revoke", "anna")
     assert again.returncode == 2 and "no active user" in again.stderr
     events = [json.loads(line) for line in bip(home, "audit", "--json").stdout.splitlines()]
-    assert [(e["event"], e["user_id"]) for e in events] == [
+    assert all(e["user_id"].startswith("os:") and e["role"] == "cli" for e in events)  # who ran the command
+    assert [(e["event"], e["detail"]["user"]) for e in events] == [
         ("user_added", "anna"),
         ("user_added", "hr-system"),
         ("token_issued", "hr-system"),
