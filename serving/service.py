@@ -176,8 +176,9 @@ extra = FastAPI(title="bip job chance: model information", docs_url=None, redoc_
     traffic={"timeout": 60},
     threads=4,
     resources={"cpu": "1", "memory": "2Gi"},
-    # Read at start from the environment (bip.settings); listed so a Bento's image declares them.
-    envs=[{"name": "MLFLOW_TRACKING_URI"}, {"name": "BIP_DATABASE_URL"}],
+    # A declared env without a value is required by `bentoml serve`: only BIP_AUTH has a safe default.
+    # The store and registry URLs come from the deployment (docs/deploy.md), or default to BIP_HOME.
+    envs=[{"name": "BIP_AUTH", "value": "builtin"}],
     # BentoML's HTTP metrics and access log name raw paths (citizen ids): serving.access does both.
     metrics={"enabled": False},
     logging={"access": {"enabled": False}},
