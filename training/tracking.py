@@ -13,6 +13,7 @@ system metrics (`system_metrics`).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from training.learners import Learner
     from training.train import FamilyResult
     from training.validation import Split
+
+
+logger = logging.getLogger(__name__)
 
 
 def tracking_client(tracking_uri: str) -> MlflowClient:
@@ -221,6 +225,14 @@ def system_metrics(run: RunLog, tracking_uri: str, seconds: float = 5.0) -> Iter
         yield
     finally:
         monitor.finish()
+        try:
+            # The monitor drops what it sampled since its last report: a last one, so that a run
+            # shorter than `seconds` has its system metrics too.
+            monitor.collect_metrics()
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
+        except Exception as error:  # noqa: BLE001  (a missing sample must not fail the training)
+            logger.warning("the last system metrics sample could not be logged: %s", error)
 
 
 def family_params(result: FamilyResult, learner: Learner, config: TrainConfig) -> dict[str, Any]:
