@@ -11,6 +11,8 @@ job or education within the horizon, by Monte Carlo over the future from the sim
 
 About 500 lines in one module on purpose: every step reads and advances the same `State` under the
 same scenario, so the quarter-by-quarter story reads top to bottom in one place.
+
+(About 530 lines in one module: the quarter-by-quarter simulation is one loop over shared state.)
 """
 
 from __future__ import annotations

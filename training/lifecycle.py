@@ -15,6 +15,9 @@ is still the one compared against. Both locks are leases in the store database (
 they hold across machines: a second retrain while one runs is refused; a killed one leaves its MLflow
 run RUNNING, which the next retrain marks KILLED once its lease has run out. A registry that cannot be
 read stops the retrain (`registry.RegistryUnavailable`): its silence is never taken for "no champion".
+
+(About 570 lines in one module: the retrain, its gates, the window comparison and promotion share one
+MLflow run and one lease; they are one procedure, read top to bottom.)
 """
 
 from __future__ import annotations
