@@ -34,16 +34,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def small_train_config(seed: int):
-    """The champion family only, two folds, one grid point, few trees: seconds, not minutes."""
+def small_train_config(seed: int, models: tuple[str, ...] = ("xgboost_monotone",), max_rounds: int = 80):
+    """The champion family (and any other `models`), two folds, one grid point, few trees: seconds, not minutes."""
     from training.config import TrainConfig
 
     return TrainConfig(
         folds=2,
         n_boot=5,
-        models=("xgboost_monotone",),
+        models=models,
         xgboost_grid=({"max_depth": 3, "learning_rate": 0.1},),
-        max_rounds=80,
+        max_rounds=max_rounds,
         shap_rows=200,
         seed=seed,
     )

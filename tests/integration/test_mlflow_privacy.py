@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest_service import small_train_config
 
 from features.contract import write_dataset
 from features.dataset import Dataset, canonical
@@ -59,7 +60,6 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Trained:
-    from training.config import TrainConfig
     from training.train import train
 
     root = tmp_path_factory.mktemp("privacy")
@@ -70,15 +70,7 @@ def trained(tmp_path_factory) -> Trained:
     tracking_uri = f"sqlite:///{database}"
     # As the service tests train (conftest_service.small_train_config): the champion family and the
     # logit, so both a booster's SHAP plots and a linear model's tables are scanned.
-    config = TrainConfig(
-        folds=2,
-        n_boot=5,
-        models=("xgboost_monotone", "logit"),
-        xgboost_grid=({"max_depth": 3, "learning_rate": 0.1},),
-        max_rounds=60,
-        shap_rows=200,
-        seed=SEED,
-    )
+    config = small_train_config(SEED, models=("xgboost_monotone", "logit"), max_rounds=60)
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_RUN_ID", raising=False)
         train(dataset, tracking_uri, artifacts, "bip-job-chance", MODEL, config)

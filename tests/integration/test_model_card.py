@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 from conftest_service import served as served  # noqa: F401  (the module fixture: a real BentoML server)
+from conftest_service import small_train_config
 
 from simulator.simulation import simulate
 
@@ -39,21 +40,12 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Trained:
-    from training.config import TrainConfig
     from training.train import train
 
     root = tmp_path_factory.mktemp("card")
     dataset = simulate(CITIZENS, seed=SEED, truth_draws=0).dataset
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-    config = TrainConfig(
-        folds=2,
-        n_boot=5,
-        models=("xgboost_monotone", "logit"),
-        xgboost_grid=({"max_depth": 3, "learning_rate": 0.1},),
-        max_rounds=60,
-        shap_rows=200,
-        seed=SEED,
-    )
+    config = small_train_config(SEED, models=("xgboost_monotone", "logit"), max_rounds=60)
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_RUN_ID", raising=False)
         outcome = train(dataset, tracking_uri, root / "mlartifacts", "bip-job-chance", MODEL, config)
@@ -241,7 +233,6 @@ def test_the_mlproject_has_an_environment_main_and_report(tmp_path):
 def test_a_retrain_registers_its_version_with_a_card(tmp_path):
     """Round 1 ingested and trained on, round 2 ingested: the retrain's registered version has its card,
     in the retrain run, with the challenger's window metrics."""
-    from conftest_service import small_train_config
 
     from bip.settings import load_settings
     from features.build import truncate_dataset
