@@ -23,6 +23,8 @@ from conftest_service import BIN, MODEL_NAME, REPO, SEED, free_port, small_train
 from serving.process import stop_process_tree
 
 CITIZENS = 400
+# One worker builds the Bento once: two `bentoml build`s of one checkout at once need not see the same files.
+pytestmark = pytest.mark.xdist_group("bento")
 
 
 def service_token(home: Path) -> str:

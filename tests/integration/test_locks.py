@@ -16,7 +16,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
 
 from features.build import truncate_dataset
 from features.contract import write_dataset
@@ -114,6 +115,43 @@ with exclusive(sys.argv[1], "retrain", "stalled", lease_seconds=1.0) as lease:
 """
 
 
+def writes_blocked(url: str) -> bool:
+    """Whether another connection holds the database's write lock on the leases now (SQLite: the file's
+    write lock; PostgreSQL: the lease row's lock), asked without waiting."""
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        connection = sqlite3.connect(make_url(url).database, timeout=0.2, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            connection.close()
+    with create_engine(url).connect() as conn, conn.begin():
+        conn.execute(text("SET LOCAL lock_timeout = '200ms'"))
+        try:
+            conn.execute(text("SELECT 1 FROM leases WHERE name = 'retrain' FOR UPDATE"))
+            return False
+        except OperationalError:
+            return True
+
+
+def stall(holder: subprocess.Popen, url: str) -> None:
+    """Stop the holder (SIGSTOP) at a moment it is not inside a write of its lease: a process stopped
+    inside a write keeps the database's own lock, which no lease can take from it (SQLite's file lock
+    then refuses every writer, whatever the lease says)."""
+    for _ in range(100):
+        holder.send_signal(signal.SIGSTOP)
+        if not writes_blocked(url):
+            return
+        holder.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError("the holder was inside a write at every try")
+
+
 def test_a_stalled_holder_keeps_its_lease_unless_another_took_it(store_url):
     """A holder stopped (SIGSTOP) past its lease: if nobody took the lease meanwhile, it is still its
     own; once another process has taken it, `check()` says so before any irreversible step."""
@@ -128,11 +166,11 @@ def test_a_stalled_holder_keeps_its_lease_unless_another_took_it(store_url):
 
     try:
         assert holder.stdout.readline().strip() == "held"
-        holder.send_signal(signal.SIGSTOP)
+        stall(holder, store_url)
         time.sleep(2.0)
         holder.send_signal(signal.SIGCONT)
         assert ask() == "still held"
-        holder.send_signal(signal.SIGSTOP)
+        stall(holder, store_url)
         time.sleep(2.0)
         with exclusive(store_url, "retrain", "taker") as taken:
             holder.send_signal(signal.SIGCONT)
