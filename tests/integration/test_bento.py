@@ -59,10 +59,17 @@ def built(tmp_path_factory) -> Built:
     tag = done.stdout.strip().splitlines()[-1]
     assert tag.startswith("bip-job-chance:")
     where = subprocess.run(
-        [str(BIN / "bentoml"), "get", tag, "-o", "path"], capture_output=True, text=True, env=env, timeout=120
+        [str(BIN / "bentoml"), "get", tag, "-o", "path"],
+        capture_output=True,
+        text=True,
+        env={**env, "COLUMNS": "4096"},  # a narrow console (CI) would wrap the printed path
+        timeout=120,
     )
     assert where.returncode == 0, where.stderr
-    return Built(tag, Path(where.stdout.strip()), env)
+    name, version = tag.split(":")
+    path = Path(env["BENTOML_HOME"]) / "bentos" / name / version  # where `bentoml build` stores it
+    assert path == Path("".join(where.stdout.split())), where.stdout
+    return Built(tag, path, env)
 
 
 def test_the_bento_holds_what_the_service_reads_and_nothing_of_the_checkout_else(built):
