@@ -232,6 +232,10 @@ def main() -> None:
             print(f"training {label} on {data} ...", flush=True)
             results.append(measure(data, config, label))
             print(f"  {results[-1].wall_s:.0f} s wall, {results[-1].cpu_s:.0f} s CPU", flush=True)
+            # Printed as each size ends, so a longer size stopped part-way leaves the shorter one's figures.
+            seconds = ", ".join(f"{n} {m['seconds']:.0f} s" for n, m in results[-1].metrics.items())
+            peak_so_far = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"  per family: {seconds}; peak RSS so far {peak_so_far:.0f} MiB", flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     text = report(results, "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
     text += f"\nPeak RSS of the benchmark process: {peak:.0f} MiB.\n"
