@@ -5,12 +5,11 @@ Every message says what was found and what to write instead, and never shows a c
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from bip_cli import run_bip
 
 from features.contract import ContractError, read_dataset, write_dataset
 from simulator.simulation import simulate
@@ -19,11 +18,7 @@ SCORE = "cit_self_efficacy"
 
 
 def bip(*args: str, home: Path) -> subprocess.CompletedProcess:
-    """The command line as a user runs it (errors become a message and an exit status in `main`)."""
-    env = {**os.environ, "BIP_HOME": str(home)}
-    env.pop("BIP_DATABASE_URL", None)
-    command = [sys.executable, "-c", "from bip.cli import main; main()", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return run_bip(*args, home=home)
 
 
 @pytest.fixture(scope="module")

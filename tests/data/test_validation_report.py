@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from bip_cli import run_bip
 
 from features.contract import write_dataset
 from features.validation_report import rule_of, validation_report, write_report
@@ -21,10 +20,7 @@ SCORE = "cit_self_efficacy"
 
 
 def bip(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "BIP_HOME": str(home)}
-    env.pop("BIP_DATABASE_URL", None)
-    command = [sys.executable, "-c", "from bip.cli import main; main()", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return run_bip(*args, home=home)
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from bip_cli import run_bip
 from conftest import small_dataset
 
 from features.contract import write_dataset
@@ -18,10 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def bip(home: Path, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("BIP_", "MLFLOW_"))}
-    environment.update({"BIP_HOME": str(home), **env})
-    command = [sys.executable, "-c", "from bip.cli import main; main()", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=environment, cwd=REPO, input=stdin, timeout=120)
+    return run_bip(*args, home=home, stdin=stdin, **env)
 
 
 @pytest.fixture
