@@ -111,12 +111,13 @@ def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
         )
 
 
-async def load(url: str, bodies: list[bytes], clients: int, seconds: float) -> Load:
-    """`clients` concurrent clients, each posting the next body as soon as its answer is in."""
+async def load(url: str, bodies: list[bytes], clients: int, seconds: float, token: str | None = None) -> Load:
+    """`clients` concurrent clients, each posting the next body as soon as its answer is in (with the
+    bearer `token`, for bip's service user)."""
     latencies: list[float] = []
     errors = 0
     end = time.perf_counter() + seconds
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
 
     async def client(k: int) -> None:
         nonlocal errors
@@ -150,6 +151,16 @@ def machine() -> str:
     except (StopIteration, OSError):
         model = platform.processor()
     return f"{model}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+
+
+def service_token(home: Path) -> str:
+    """An API token of a `service` user made for this run in the store under `home`."""
+    from serving import accounts
+
+    url = f"sqlite:///{home.resolve() / 'store.db'}"
+    name = f"bench-{os.getpid()}"
+    accounts.add_user(url, name, accounts.Role.service)
+    return accounts.issue_token(url, name)
 
 
 def ensure_champion(home: Path, dataset, train_citizens: int) -> None:
@@ -202,7 +213,6 @@ def main() -> None:
     uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
     env = {**os.environ, "BIP_HOME": str(home.resolve()), "MLFLOW_TRACKING_URI": uri, "BIP_MODEL_POLL_SECONDS": "5"}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # mlflow's server runs `uvicorn` from the venv
-    env["BIP_AUDIT_LOG"] = str(home.resolve() / "logs" / "audit-bench.jsonl")
     if args.workers != 1:
         env["BENTOML_CONFIG_OPTIONS"] = f"services.JobChance.workers={args.workers}"
 
@@ -211,6 +221,8 @@ def main() -> None:
     histories = histories_from_dataset(dataset)
     print(f"simulated {len(histories)} histories in {time.perf_counter() - t:.0f} s", flush=True)
     ensure_champion(home, dataset, args.train_citizens)
+    token = service_token(home)  # the API's callers are `service` users (docs/security.md)
+    api = {"content-type": "application/json", "Authorization": f"Bearer {token}"}
 
     port = free_port()
     server = start(
@@ -273,15 +285,11 @@ def main() -> None:
         bodies = [json.dumps(h.model_dump(mode="json")).encode() for h in histories[:500]]
         with httpx.Client(timeout=120) as http:
             for b in bodies[:20]:
-                http.post(f"http://127.0.0.1:{port}/predict", content=b, headers={"content-type": "application/json"})
+                http.post(f"http://127.0.0.1:{port}/predict", content=b, headers=api)
             batch_times = []
             for _ in range(3):
                 start_ = time.perf_counter()
-                answer = http.post(
-                    f"http://127.0.0.1:{port}/predict_batch",
-                    content=batch_body,
-                    headers={"content-type": "application/json"},
-                )
+                answer = http.post(f"http://127.0.0.1:{port}/predict_batch", content=batch_body, headers=api)
                 batch_times.append(time.perf_counter() - start_)
                 assert answer.status_code == 200, answer.text[:500]
             results["batch_http"] = {
@@ -291,7 +299,7 @@ def main() -> None:
                 "response_mb": len(answer.content) / 1e6,
             }
         print(json.dumps(results["batch_http"]), flush=True)
-        bip = asyncio.run(load(f"http://127.0.0.1:{port}/predict", bodies, args.clients, args.seconds)).row(
+        bip = asyncio.run(load(f"http://127.0.0.1:{port}/predict", bodies, args.clients, args.seconds, token)).row(
             "bip /predict"
         )
         results["load"] = [bip]
