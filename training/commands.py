@@ -124,6 +124,7 @@ def train(
             truth=true_probabilities,
             alias=settings.model_alias,
             progress=shown,
+            lease_url=settings.store_url,  # the first champion is set under the registry lease
         )
     print_summary(summary_table(outcome.metrics))
     alias = (

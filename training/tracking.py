@@ -291,17 +291,37 @@ def log_family(run: RunLog, result: FamilyResult, learner: Learner, split: Split
     run.artifacts(out)
 
 
+FIRST_CHAMPION_WAIT_SECONDS = 30.0
+
+
 def register_champion_candidate(
-    run: RunLog, logged: LoggedModel, model_name: str, tracking_uri: str, alias: str
+    run: RunLog,
+    logged: LoggedModel,
+    model_name: str,
+    tracking_uri: str,
+    alias: str,
+    lease_url: str | None = None,
 ) -> tuple[int, bool]:
     """Register the logged model as a new version of `model_name`, set `alias` on it only when the model
-    has none yet, and tag the run; the version and whether the alias was set."""
+    has none yet, and tag the run; the version and whether the alias was set.
+
+    With `lease_url` (the store, as `bip train` passes it) the look and the set happen under the
+    registry lease that promotions take, so two first trainings on two machines cannot both set it."""
+    from contextlib import nullcontext
+
     from training import registry
+    from training.locks import exclusive
 
     version = registry.register(logged, model_name, tags={"train_run": run.run_id}, tracking_uri=tracking_uri)
-    champion_set = registry.champion_version(model_name, alias=alias, tracking_uri=tracking_uri) is None
-    if champion_set:
-        registry.set_champion(model_name, version.version, alias=alias, tracking_uri=tracking_uri)
+    guard = (
+        exclusive(lease_url, "registry", f"first {alias} of {model_name}", FIRST_CHAMPION_WAIT_SECONDS)
+        if lease_url is not None
+        else nullcontext()
+    )
+    with guard:
+        champion_set = registry.champion_version(model_name, alias=alias, tracking_uri=tracking_uri) is None
+        if champion_set:
+            registry.set_champion(model_name, version.version, alias=alias, tracking_uri=tracking_uri)
     run.tags({"registered_version": str(version.version), "champion_set": str(champion_set)})
     return int(version.version), champion_set
 

@@ -179,13 +179,14 @@ def train(
     truth: pd.DataFrame | None = None,
     alias: str = "champion",
     progress: Progress = QUIET,
+    lease_url: str | None = None,
 ) -> TrainOutcome:
     """Train every model family with the same folds, log each as a child run of one "train" run at
     `tracking_uri`, and register the refitted champion candidate (alias `alias` set only when the
     model has none).
 
     `truth` (the simulator's true probabilities) is used for evaluation only; `progress` shows each
-    family and its folds.
+    family and its folds; with `lease_url` (the store) the first alias is set under the registry lease.
     """
     start = time.perf_counter()
     config = with_champion_candidate(config)
@@ -216,7 +217,7 @@ def train(
                             )
                             logged = log_model(child, model, Path(tmp) / "pyfunc")
                 task.advance()
-        version, champion_set = register_champion_candidate(run, logged, model_name, tracking_uri, alias)
+        version, champion_set = register_champion_candidate(run, logged, model_name, tracking_uri, alias, lease_url)
         log_comparison(run, {n: {**r.metrics, "seconds": r.seconds} for n, r in results.items()})
         facts = card_facts(
             model_name=model_name,

@@ -284,3 +284,28 @@ def test_two_concurrent_ingests_both_land_and_the_counts_are_right(store_url, si
     assert len(log) == 2
     for table in Dataset.__dataclass_fields__:
         assert sum(entry["added"][table] for entry in log) == len(getattr(rounds[ROUND_2], table))
+
+
+# --- the first champion -------------------------------------------------------------------------------
+
+
+def test_the_first_champion_is_set_under_the_registry_lease(store_url, simulated, tmp_path, monkeypatch):
+    """`bip train` on an empty registry sets the alias only while it holds the registry lease that
+    promotions take: while another process holds it, training stops before the alias moves."""
+    from conftest_service import small_train_config
+
+    from training import registry, tracking
+    from training.train import train
+
+    monkeypatch.setattr(tracking, "FIRST_CHAMPION_WAIT_SECONDS", 0.5)
+    tracking_uri, artifacts = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "mlartifacts"
+    registry.client(tracking_uri).search_registered_models()  # the tracking store's tables, first
+
+    def first_training():
+        return train(simulated, tracking_uri, artifacts, "bip", "m", small_train_config(1), lease_url=store_url)
+
+    with exclusive(store_url, "registry", "a promotion elsewhere"), pytest.raises(LockHeld, match="registry lock"):
+        first_training()
+    assert registry.champion_version("m", tracking_uri=tracking_uri) is None
+    outcome = first_training()
+    assert outcome.champion_set and registry.champion_version("m", tracking_uri=tracking_uri) == outcome.model_version
