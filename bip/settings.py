@@ -78,10 +78,6 @@ class Settings(BaseSettings):
         return self.home.resolve() / "mlartifacts"
 
     @property
-    def lock_folder(self) -> Path:
-        return self.home.resolve() / "locks"
-
-    @property
     def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """The networks whose requests may carry the SSO proxy's identity headers."""
         return tuple(

@@ -47,7 +47,6 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 PRINCIPAL = "bip.principal"  # the scope key that carries the request's Principal to the handlers
-ROUTE = "bip.route"  # the scope key with the matched rule's template
 SESSION_COOKIE = "bip_session"
 LOGIN_PATH = "/caseworker/login"
 EVERYONE = frozenset(Role)
@@ -315,7 +314,7 @@ class AccessControl:
             if not allowed(rule, principal):
                 await _refusal(rule, 401 if principal is None else 403, scope)(scope, receive, counted_send)
                 return
-            scope[PRINCIPAL], scope[ROUTE] = principal, rule.template
+            scope[PRINCIPAL] = principal
             await self.app(scope, receive, counted_send)
         finally:
             template = rule.template if rule else "(no route)"

@@ -113,10 +113,11 @@ def _hasher() -> PasswordHasher:
     return PasswordHasher()
 
 
-def ensure_schema(url: str) -> None:
-    """Create the account tables if they are missing (idempotent)."""
-    with store.write_transaction(url) as conn:
-        SCHEMA.create_all(conn)
+def _password_hash(password: str) -> str:
+    """The argon2 hash of an acceptable password (UserError for a short one)."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise UserError(f"a password has at least {MIN_PASSWORD_CHARS} characters.")
+    return _hasher().hash(password)
 
 
 def valid_name(name: str) -> str:
@@ -133,9 +134,7 @@ def add_user(url: str, name: str, role: Role, jobcentres: Sequence[str] = (), pa
         raise UserError("a caseworker needs at least one --jobcentre.")
     if role != Role.caseworker and jobcentres:
         raise UserError("only caseworkers are scoped to job centres.")
-    if password is not None and len(password) < MIN_PASSWORD_CHARS:
-        raise UserError(f"a password has at least {MIN_PASSWORD_CHARS} characters.")
-    password_hash = _hasher().hash(password) if password is not None else None
+    password_hash = _password_hash(password) if password is not None else None
     with store.write_transaction(url) as conn:
         SCHEMA.create_all(conn)
         if conn.execute(select(USERS.c.user_id).where(USERS.c.user_id == name)).first() is not None:
@@ -151,14 +150,13 @@ def add_user(url: str, name: str, role: Role, jobcentres: Sequence[str] = (), pa
 
 def set_password(url: str, name: str, password: str) -> None:
     """Give an active user a new password."""
-    if len(password) < MIN_PASSWORD_CHARS:
-        raise UserError(f"a password has at least {MIN_PASSWORD_CHARS} characters.")
+    password_hash = _password_hash(password)
     with store.write_transaction(url) as conn:
         SCHEMA.create_all(conn)
         done = conn.execute(
             update(USERS)
             .where(USERS.c.user_id == name, USERS.c.revoked_at.is_(None))
-            .values(password_hash=_hasher().hash(password), sessions_after=time.time())
+            .values(password_hash=password_hash, sessions_after=time.time())
         )
         if done.rowcount != 1:
             raise UserError(f"no active user {name!r}.")

@@ -40,7 +40,7 @@ from serving.audit import AuditTrail, prediction_event
 from serving.core import ModelUnavailable, Predictor, gc_paused
 from serving.health import Health, Readiness, health
 from serving.metrics import ServiceMetrics, exposition
-from serving.page import PAGE_PATH, create_app
+from serving.page import PAGE_PATH, PageContext, create_app
 from serving.schemas import (
     MAX_BATCH_MEASUREMENTS,
     MAX_MEASUREMENTS,
@@ -204,14 +204,14 @@ class JobChance:
         self.predictor = Predictor(settings, on_check=self.metrics.model_checked)
         self.poll_seconds = float(os.environ.get("BIP_MODEL_POLL_SECONDS", POLL_SECONDS))
         self.predictor.start(poll_seconds=self.poll_seconds)
+        # What the caseworker page needs, made once (the page asks for it on every request).
+        self.page = PageContext(self.predictor, settings, self.audit, sessions, self.metrics, directory)
 
     def __is_ready__(self) -> bool:
         return self.predictor.ready
 
-    def page_context(self) -> Any:
-        from serving.page import PageContext
-
-        return PageContext(self.predictor, self.settings, self.audit, self.sessions, self.metrics, self.directory)
+    def page_context(self) -> PageContext:
+        return self.page
 
     @bentoml.on_shutdown
     def close(self) -> None:
