@@ -1,10 +1,15 @@
 """One feature row per measurement, point in time, with the label of the contract's target.
 
-`build_features` is the only way features are made: for training (all citizens), batch scoring and
-a serving request (a Dataset holding one citizen) alike. It sorts measurements by citizen id, date
-and measurement id once, turns the tables into numpy arrays, and lets the feature families in
-`levels`, `history` and `labels` work on them vectorised — no loop over citizens, and little pandas
-overhead for one citizen. A measurement's features use only rows dated on or before it.
+One definition of every feature, in two layers:
+- the core, `feature_arrays`, works on the contract tables as numpy arrays (`features.tables`): it
+  sorts measurements by citizen id, date and measurement id once and lets the feature families in
+  `levels` and `history` work on them vectorised (no loop over citizens). A serving request, the
+  caseworker page and the model matrix (`training.model.JobChanceModel.matrix_of`) use it directly,
+  with no DataFrame and no label;
+- `build_features`, the frame for training, batch scoring, experiments and Dask: the core on
+  `tables_of(dataset)`, then ids, Categoricals and the labels and censoring weights (training's only)
+  at the edge.
+A measurement's features use only rows dated on or before it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +40,7 @@ from features.feature_catalogue import (
 from features.history import Episodes, citizen_day_key, intervention_history, sorted_episodes
 from features.labels import EVENT_KINDS, horizon_labels, ipcw_weights
 from features.levels import caseworker_history, round_history, score_changes
+from features.tables import BACKGROUND_VALUES, FeatureTables, day_numbers, strings, tables_of
 
 CATEGORY_DTYPES: dict[str, pd.CategoricalDtype] = {
     name: pd.CategoricalDtype(list(levels)) for name, levels in CATEGORY_LEVELS.items()
@@ -52,9 +59,9 @@ CHUNK_ROWS = 32_768
 class Rounds:
     """Measurements in feature order (citizen id, date, measurement id), as arrays.
 
-    `order` maps each sorted row to its row in `dataset.measurements`; `citizen` is the row's
+    `order` maps each sorted row to its row in the measurements table; `citizen` is the row's
     citizen as an index into `citizen_ids` (the sorted ids of the citizens measured) and
-    `citizen_row` its row in `dataset.citizens`; `day` is the day number of measured_on and `rank`
+    `citizen_row` its row in the citizens table; `day` is the day number of measured_on and `rank`
     the 0-based round within the citizen.
     """
 
@@ -81,15 +88,6 @@ def require_columns(dataset: Dataset) -> None:
         )
 
 
-def day_numbers(values: pd.Series) -> np.ndarray:
-    """Days since 1970-01-01 of a date column, as float (NaN for an empty date)."""
-    dates = values.to_numpy()
-    if dates.dtype.kind != "M":
-        dates = pd.to_datetime(values).to_numpy()
-    dates = dates.astype("datetime64[D]")
-    return np.where(np.isnat(dates), np.nan, dates.astype(np.int64).astype(float))
-
-
 STRING_DTYPE = pd.api.types.pandas_dtype("str")
 
 
@@ -106,21 +104,6 @@ def column_positions(columns: tuple[str, ...], wanted: tuple[str, ...]) -> np.nd
     at = pd.Index(columns).get_indexer(list(wanted))
     at.flags.writeable = False
     return at
-
-
-def float_columns(frame: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
-    """The columns `names` of `frame` as one (rows, names) float array, NaN where empty: one read by
-    position, where a column-by-column read pays pandas' fixed cost per column."""
-    at = column_positions(tuple(frame.columns.tolist()), tuple(names))
-    if (at < 0).any():
-        raise KeyError(f"missing column(s) {', '.join(n for n, k in zip(names, at, strict=True) if k < 0)}")
-    return frame.take(at, axis=1).to_numpy(dtype=float, na_value=np.nan)
-
-
-def strings(values: pd.Series) -> np.ndarray:
-    """A string column as a numpy object array: cheap for a few rows, where pandas' own string
-    operations carry a fixed cost per call, and fast enough for a register."""
-    return values.to_numpy(dtype=object)
 
 
 def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -158,15 +141,14 @@ def category_codes(values: np.ndarray, levels: tuple[str, ...], what: str) -> np
     return np.array([levels.index(u) for u in uniques] + [-1], dtype=np.int64)[codes]
 
 
-def sorted_rounds(dataset: Dataset) -> Rounds:
-    """The measurements of `dataset` in feature order, with each row's citizen, day and round."""
-    m = dataset.measurements
-    citizen, citizen_ids = sorted_codes(strings(m["citizen_id"]))
-    citizen_row = lookup(strings(dataset.citizens["citizen_id"]), citizen_ids, "citizens.citizen_id")
+def sorted_rounds(tables: FeatureTables) -> Rounds:
+    """The measurements of `tables` in feature order, with each row's citizen, day and round."""
+    citizen, citizen_ids = sorted_codes(tables.measured_citizen)
+    citizen_row = lookup(tables.citizen_id, citizen_ids, "citizens.citizen_id")
     if (citizen < 0).any() or (citizen_row < 0).any():
         unknown = int((citizen_row < 0).sum())  # a count: citizens' ids stay out of messages
         raise ValueError(f"measurements.citizen_id empty or not in citizens ({unknown} id(s))")
-    day = day_numbers(m["measured_on"])
+    day = tables.measured_day
     if np.isnan(day).any():
         raise ValueError("measurements.measured_on must not be empty")
     day = day.astype(np.int64)
@@ -176,7 +158,7 @@ def sorted_rounds(dataset: Dataset) -> Rounds:
     tied[order[1:][same]] = tied[order[:-1][same]] = True
     if tied.any():  # two rounds of a citizen on one day: the measurement id decides, in every path
         id_rank = np.zeros(len(day), dtype=np.int64)
-        id_rank[tied] = sorted_codes(strings(m["measurement_id"])[tied])[0]
+        id_rank[tied] = sorted_codes(tables.measurement_id[tied])[0]
         order = np.lexsort((id_rank, day, citizen))
     citizen, day = citizen[order], day[order]
     starts = np.flatnonzero(np.r_[True, citizen[1:] != citizen[:-1]]) if len(citizen) else np.zeros(0, int)
@@ -184,61 +166,42 @@ def sorted_rounds(dataset: Dataset) -> Rounds:
     return Rounds(order, citizen_ids, citizen, citizen_row[citizen], day, rank)
 
 
-def score_levels(dataset: Dataset, rounds: Rounds) -> dict[str, np.ndarray]:
-    """The score columns of the sorted rows as floats, NaN where unanswered."""
-    values = float_columns(dataset.measurements, SCORE_COLUMNS)[rounds.order]
-    return dict(zip(SCORE_COLUMNS, values.T, strict=True))
-
-
-def round_features(dataset: Dataset, rounds: Rounds) -> dict[str, np.ndarray]:
+def round_features(tables: FeatureTables, rounds: Rounds) -> dict[str, np.ndarray]:
     """Rounds so far, days since enrolment and the previous round, and the caseworker features."""
-    enrolled = day_numbers(dataset.citizens["enrolled_on"])[rounds.citizen_row]
-    out = round_history(rounds.day, enrolled, rounds.rank)
-    cw = dataset.caseworkers
-    caseworker_ids = strings(dataset.measurements["caseworker_id"])[rounds.order]
-    found = lookup(strings(cw["caseworker_id"]), caseworker_ids, "caseworkers.caseworker_id")
-    orientation = np.where(found >= 0, cw["job_orientation"].to_numpy(dtype=float, na_value=np.nan)[found], np.nan)
+    out = round_history(rounds.day, tables.enrolled_day[rounds.citizen_row], rounds.rank)
+    caseworker_ids = tables.measured_caseworker[rounds.order]
+    found = lookup(tables.caseworker_id, caseworker_ids, "caseworkers.caseworker_id")
+    orientation = np.where(found >= 0, tables.job_orientation[found], np.nan)
     out.update(caseworker_history(caseworker_ids, orientation, rounds.rank))
     return out
 
 
-def background_features(dataset: Dataset, rounds: Rounds) -> dict[str, np.ndarray]:
+def background_features(tables: FeatureTables, rounds: Rounds) -> dict[str, np.ndarray]:
     """Age at the measurement (its year minus birth year), children and benefit share, per sorted row."""
-    c = dataset.citizens
     year = (rounds.day.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970).astype(float)
-    row = rounds.citizen_row
-
-    def numbers(column: str) -> np.ndarray:
-        return c[column].to_numpy(dtype=float, na_value=np.nan)[row]
-
+    values = dict(zip(BACKGROUND_VALUES, tables.background[rounds.citizen_row].T, strict=True))
     return {
-        "age": year - numbers("birth_year"),
-        "children": numbers("children"),
-        "benefit_share_5y": numbers("benefit_share_5y"),
+        "age": year - values["birth_year"],
+        "children": values["children"],
+        "benefit_share_5y": values["benefit_share_5y"],
     }
 
 
-def background_categories(dataset: Dataset, rounds: Rounds) -> dict[str, pd.api.extensions.ExtensionArray]:
-    """The categorical background columns per sorted row: Categoricals over the contract's levels
-    (the same categories for one citizen as for a register) and `jobcentre` as strings."""
-    c = dataset.citizens
-    out = {}
-    for name in BACKGROUND_CATEGORIES:
-        if name in CATEGORY_DTYPES:
-            codes = category_codes(strings(c[name]), CATEGORY_LEVELS[name], f"citizens.{name}")
-            out[name] = pd.Categorical.from_codes(codes[rounds.citizen_row], dtype=CATEGORY_DTYPES[name])
-        else:
-            out[name] = c[name].array.take(rounds.citizen_row)
-    return out
+def background_codes(tables: FeatureTables) -> dict[str, np.ndarray]:
+    """Per citizen of `tables`: the index of each categorical background value in its contract levels
+    (-1 when empty; ValueError naming values outside them), and `jobcentre` as it is (the data's values)."""
+    return {
+        name: category_codes(values, CATEGORY_LEVELS[name], f"citizens.{name}") if name in CATEGORY_LEVELS else values
+        for name, values in tables.categories.items()
+    }
 
 
-def intervention_episodes(dataset: Dataset, rounds: Rounds) -> Episodes:
+def intervention_episodes(tables: FeatureTables, rounds: Rounds) -> Episodes:
     """The interventions of the measured citizens as sorted `Episodes` (others play no part)."""
-    e = dataset.interventions
-    citizen = lookup(rounds.citizen_ids, strings(e["citizen_id"]), "citizen ids")
+    citizen = lookup(rounds.citizen_ids, tables.episode_citizen, "citizen ids")
     keep = citizen >= 0
-    code = category_codes(strings(e["intervention"])[keep], INTERVENTION_CODES, "interventions.intervention")
-    start, end = day_numbers(e["started_on"])[keep], day_numbers(e["ended_on"])[keep]
+    code = category_codes(tables.intervention[keep], INTERVENTION_CODES, "interventions.intervention")
+    start, end = tables.started_day[keep], tables.ended_day[keep]
     if (code < 0).any() or np.isnan(start).any():
         raise ValueError("interventions.intervention and interventions.started_on must not be empty")
     return sorted_episodes(citizen[keep], code, start.astype(np.int64), end)
@@ -247,7 +210,8 @@ def intervention_episodes(dataset: Dataset, rounds: Rounds) -> Episodes:
 def row_labels(dataset: Dataset, rounds: Rounds, horizon_months: int) -> dict[str, np.ndarray]:
     """The label columns (LABEL_COLUMNS) of the sorted rows; IPCW weights are over these rows.
 
-    A citizen without an outcome row is censored at every measurement.
+    Training's only: the array core never computes a label. A citizen without an outcome row is
+    censored at every measurement.
     """
     o = dataset.outcomes
     at = lookup(rounds.citizen_ids, strings(o["citizen_id"]), "citizen ids")
@@ -266,7 +230,9 @@ def row_labels(dataset: Dataset, rounds: Rounds, horizon_months: int) -> dict[st
     return {name: labels[name] for name in LABEL_COLUMNS}
 
 
-def numeric_features(dataset: Dataset, rounds: Rounds, chunk_rows: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+def numeric_features(
+    tables: FeatureTables, rounds: Rounds, chunk_rows: int = CHUNK_ROWS
+) -> tuple[np.ndarray, np.ndarray]:
     """The NUMERIC_FEATURES of the sorted rows as one (features, rows) float block, and each row's
     `pattern_3m` index into PATTERNS. The score changes and intervention histories run in chunks of
     `chunk_rows` rows and write straight into the block, so a register needs little more memory than
@@ -278,11 +244,11 @@ def numeric_features(dataset: Dataset, rounds: Rounds, chunk_rows: int = CHUNK_R
         for name, column in values.items():
             block[_NUMERIC_ROW[name], rows] = column
 
-    put(score_levels(dataset, rounds))
+    block[_LEVEL_ROWS] = tables.scores[rounds.order].T
     levels = block[_LEVEL_ROWS]  # (scores, rows), a view
-    put(round_features(dataset, rounds))
-    put(background_features(dataset, rounds))
-    episodes = intervention_episodes(dataset, rounds)
+    put(round_features(tables, rounds))
+    put(background_features(tables, rounds))
+    episodes = intervention_episodes(tables, rounds)
     pattern = np.empty(n, dtype=np.int64)
     lookback = SLOPE_ROUNDS - 1
     for a in range(0, n, chunk_rows):
@@ -295,6 +261,60 @@ def numeric_features(dataset: Dataset, rounds: Rounds, chunk_rows: int = CHUNK_R
         history, pattern[rows] = intervention_history(rounds.citizen[rows], rounds.day[rows], episodes)
         put(history, rows)
     return block, pattern
+
+
+@dataclass(frozen=True)
+class FeatureArrays:
+    """The features of every measurement, sorted as `rounds` says, as arrays: what the feature frame
+    and the model matrix are both made of.
+
+    `numeric` is (NUMERIC_FEATURES, rows); `pattern` each row's index into PATTERNS; `background`
+    per citizen of `tables` (index with `rounds.citizen_row`): codes into CATEGORY_LEVELS, and the
+    `jobcentre` values.
+    """
+
+    tables: FeatureTables
+    rounds: Rounds
+    numeric: np.ndarray
+    pattern: np.ndarray
+    background: dict[str, np.ndarray]
+
+    def last_rounds(self) -> np.ndarray:
+        """Positions of each citizen's last row (rows are sorted by citizen, then date)."""
+        citizen = self.rounds.citizen
+        return np.flatnonzero(np.r_[citizen[1:] != citizen[:-1], True]) if len(citizen) else np.zeros(0, dtype=int)
+
+    def numeric_rows(self, names: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        """The numeric features `names` of the rows at `rows`, as a (rows, names) float array."""
+        return self.numeric[numeric_positions(tuple(names))][:, rows].T
+
+    def category_codes(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """The codes into CATEGORY_LEVELS[name] (-1 = empty) of a levelled categorical feature at `rows`."""
+        if name == PATTERN_COLUMN:
+            return self.pattern[rows]
+        return self.background[name][self.rounds.citizen_row[rows]]
+
+    def category_values(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """The values (objects) of a categorical feature without contract levels (`jobcentre`) at `rows`."""
+        return self.background[name][self.rounds.citizen_row[rows]]
+
+
+@lru_cache(maxsize=64)
+def numeric_positions(names: tuple[str, ...]) -> np.ndarray:
+    """The rows of `names` in a FeatureArrays' numeric block; KeyError naming a name not among them."""
+    unknown = [n for n in names if n not in _NUMERIC_ROW]
+    if unknown:
+        raise KeyError(f"not numeric feature(s): {', '.join(unknown[:10])}")
+    at = np.array([_NUMERIC_ROW[n] for n in names], dtype=np.intp)
+    at.flags.writeable = False
+    return at
+
+
+def feature_arrays(tables: FeatureTables) -> FeatureArrays:
+    """The array core: every feature of every measurement in `tables`, no labels."""
+    rounds = sorted_rounds(tables)
+    block, pattern = numeric_features(tables, rounds)
+    return FeatureArrays(tables, rounds, block, pattern, background_codes(tables))
 
 
 def truncate_dataset(dataset: Dataset, on: date) -> Dataset:
@@ -330,7 +350,7 @@ def truncate_dataset(dataset: Dataset, on: date) -> Dataset:
 def label_within_horizon(dataset: Dataset, horizon_months: int = 12) -> pd.DataFrame:
     """measurement_id and the label columns, one row per measurement in feature order."""
     require_columns(dataset)
-    rounds = sorted_rounds(dataset)
+    rounds = sorted_rounds(tables_of(dataset))
     frame = pd.DataFrame(row_labels(dataset, rounds, horizon_months))
     frame.insert(0, "measurement_id", dataset.measurements["measurement_id"].array.take(rounds.order))
     return frame
@@ -350,21 +370,27 @@ def build_features(
         dataset = truncate_dataset(dataset, as_of)
     # Steps, not rows: each step is one vectorised pass over every measurement.
     with progress.task("features", total=3) as task:
-        rounds = sorted_rounds(dataset)
+        tables = tables_of(dataset)
         task.advance()
-        block, pattern = numeric_features(dataset, rounds)
+        features = feature_arrays(tables)
+        rounds = features.rounds
         task.advance()
         ids = {
             "measurement_id": dataset.measurements["measurement_id"].array.take(rounds.order),
             "citizen_id": string_array(rounds.citizen_ids[rounds.citizen]),
             "measured_on": rounds.day.astype("datetime64[D]").astype("datetime64[s]"),
         }
-        others = {
-            PATTERN_COLUMN: pd.Categorical.from_codes(pattern, dtype=CATEGORY_DTYPES[PATTERN_COLUMN]),
-            **background_categories(dataset, rounds),
-            **row_labels(dataset, rounds, horizon_months),
+        categories: dict[str, Any] = {
+            PATTERN_COLUMN: pd.Categorical.from_codes(features.pattern, dtype=CATEGORY_DTYPES[PATTERN_COLUMN])
         }
+        for name in BACKGROUND_CATEGORIES:
+            if name in CATEGORY_DTYPES:
+                codes = features.background[name][rounds.citizen_row]
+                categories[name] = pd.Categorical.from_codes(codes, dtype=CATEGORY_DTYPES[name])
+            else:  # the data's own values, in the dataset's string dtype
+                categories[name] = dataset.citizens[name].array.take(rounds.citizen_row)
+        others = {**categories, **row_labels(dataset, rounds, horizon_months)}
         task.advance()
     # The block goes in without a copy: cheap for one citizen, and no second copy of a register.
-    numeric = pd.DataFrame(block.T, columns=_NUMERIC_INDEX, copy=False)
+    numeric = pd.DataFrame(features.numeric.T, columns=_NUMERIC_INDEX, copy=False)
     return pd.concat([pd.DataFrame(ids, copy=False), numeric, pd.DataFrame(others, copy=False)], axis=1)

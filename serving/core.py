@@ -1,23 +1,25 @@
 """Scoring and explaining citizens' histories: the one code path behind the API and the caseworker page.
 
-A request's histories become one contract `Dataset` (`serving.histories`), whose features come from
-`features.build.build_features` — the function training uses — and the last measurement of each
-citizen is scored by the champion model with one matrix call for the probability and one for the
-TreeSHAP contributions. Contributions are summed per indicator, intervention group, history,
-caseworker and background item (`belongs_to` of the model's catalogue) on the calibrated log-odds
-scale, so base value + factors = the log-odds whose probability is shown.
+A request's histories become the contract tables as numpy arrays (`serving.histories.history_tables`),
+whose features come from `features.build.feature_arrays` — the core of the `build_features` that
+training uses — with no Dataset, no DataFrame and no label. The last measurement of each citizen goes
+into the model matrix (`JobChanceModel.matrix_of`) and is scored with one XGBoost call for the
+probability and one for the TreeSHAP contributions. Contributions are summed (one matrix product)
+per indicator, intervention group, history, caseworker and background item (`belongs_to` of the
+model's catalogue) on the calibrated log-odds scale, so base value + factors = the log-odds whose probability is shown.
 
 `Predictor` holds the model. It loads the version under the champion alias from the MLflow registry
 and, on a background thread, notices when the alias moves and swaps the new version in with one
 reference assignment: a request reads the reference once, so it is scored wholly by one version.
 
-(About 540 lines: scoring, the batched what-if and the model holder share the LoadedModel and the
-explanation layout; the fast path of the performance issue will reshape this module as a whole.)
+(About 560 lines: scoring, the batched what-if and the model holder share the LoadedModel and the
+explanation layout.)
 
 Use (the service and the caseworker page):
     predictor = Predictor(load_settings()); predictor.start()       # or Predictor.of_model(model)
     history = history_from_dataset(features.store.load(url, [citizen_id]), citizen_id)  # serving.histories
     prediction = predictor.predict(history)                         # schemas.Prediction
+    score_tables(loaded, tables, [history])                         # the same from ready tables (the page)
     predictions = predictor.predict_many(histories)                 # one feature build, one model call
     moves, at_top = predictor.step_ups(history, prediction)         # each indicator a step up, one batch
     info = predictor.model_info()                                   # schemas.ModelInfo
@@ -41,18 +43,19 @@ import numpy as np
 import pandas as pd
 from pydantic import TypeAdapter
 
-from features.build import build_features, column_positions
+from features.build import FeatureArrays, feature_arrays, numeric_positions
 from features.catalogue import (
     INDICATOR_CODES,
     INDICATORS,
     SCORE_MAX,
     factor_label,
 )
-from features.feature_catalogue import change_column
-from serving.histories import history_dataset
+from features.dataset import Dataset
+from features.feature_catalogue import NUMERIC_FEATURES, change_column
+from features.tables import FeatureTables, tables_of
+from serving.histories import history_tables
 from serving.schemas import (
     CitizenHistory,
-    Explanation,
     FeatureEntry,
     ModelInfo,
     ModelRef,
@@ -113,23 +116,11 @@ class LoadedModel:
 # Scoring and explaining
 
 
-def last_rounds(frame: pd.DataFrame) -> np.ndarray:
-    """Positions of the last row of each citizen in a build_features frame (sorted by citizen, date).
-
-    Positions rather than a sliced frame: slicing a wide frame costs more than the model call.
-    """
-    ids = frame["citizen_id"].to_numpy(dtype=object)
-    return np.flatnonzero(np.r_[ids[1:] != ids[:-1], True]) if len(ids) else np.zeros(0, dtype=int)
-
-
 _PREDICTIONS = TypeAdapter(list[Prediction])
-_INDICATOR_COLUMNS = tuple(
-    name
-    for code in INDICATOR_CODES
-    for score in (f"cit_{code}", f"cw_{code}")
-    for name in (score, change_column(score, CHANGE))
+_INDICATOR_SCORES = tuple(
+    score for code in INDICATOR_CODES for score in (f"cit_{code}", f"cw_{code}") if score in NUMERIC_FEATURES
 )
-_EXPLANATIONS = TypeAdapter(list[Explanation])
+_INDICATOR_CHANGES = tuple(change_column(score, CHANGE) for score in _INDICATOR_SCORES)
 
 
 def _plain(values: np.ndarray, whole: bool = False) -> list:
@@ -140,27 +131,26 @@ def _plain(values: np.ndarray, whole: bool = False) -> list:
     return out.tolist()
 
 
-def _indicator_scores(frame: pd.DataFrame, positions: np.ndarray) -> dict[str, list[dict]]:
-    """Per indicator, each row's citizen and caseworker score and change since the round before."""
-    at = column_positions(tuple(frame.columns.tolist()), _INDICATOR_COLUMNS)
-    present = [name for name, k in zip(_INDICATOR_COLUMNS, at, strict=True) if k >= 0]
-    block = frame.take(at[at >= 0], axis=1).to_numpy(dtype=float)[positions]  # one read by position, not 44
-    column = dict(zip(present, block.T, strict=True))
-    missing = np.full(len(positions), np.nan)
-
-    def values(name: str, whole: bool = False) -> list:
-        return _plain(column.get(name, missing), whole)
-
+def _indicator_scores(features: FeatureArrays, positions: np.ndarray) -> dict[str, list[dict]]:
+    """Per indicator, each row's citizen and caseworker score and change since the round before
+    (None where unanswered, or where the indicator has no such question)."""
+    scores = _plain(features.numeric[numeric_positions(_INDICATOR_SCORES)][:, positions], whole=True)
+    changes = _plain(features.numeric[numeric_positions(_INDICATOR_CHANGES)][:, positions])
+    column = {
+        **dict(zip(_INDICATOR_SCORES, scores, strict=True)),
+        **dict(zip(_INDICATOR_CHANGES, changes, strict=True)),
+    }
+    missing = [None] * len(positions)
     out = {}
     for code in INDICATOR_CODES:
         cit, cw = f"cit_{code}", f"cw_{code}"
         out[code] = [
             {"citizen": a, "caseworker": b, "citizen_change": c, "caseworker_change": d}
             for a, b, c, d in zip(
-                values(cit, whole=True),
-                values(cw, whole=True),
-                values(change_column(cit, CHANGE)),
-                values(change_column(cw, CHANGE)),
+                column.get(cit, missing),
+                column.get(cw, missing),
+                column.get(change_column(cit, CHANGE), missing),
+                column.get(change_column(cw, CHANGE), missing),
                 strict=True,
             )
         ]
@@ -177,11 +167,13 @@ def probability_steps(base: np.ndarray, ranked: np.ndarray) -> np.ndarray:
 
 
 def _explanations(
-    loaded: LoadedModel, frame: pd.DataFrame, positions: np.ndarray, feature_contributions: bool
+    loaded: LoadedModel, features: FeatureArrays, positions: np.ndarray, feature_contributions: bool
 ) -> tuple[np.ndarray, list[dict]]:
-    """`explain`, as plain dicts (validated into pydantic models once, by the caller, in Rust)."""
+    """Probabilities and explanations (plain dicts, validated into pydantic models once, by the caller,
+    in Rust) of the rows at `positions` of the feature arrays: one model call for the probabilities,
+    one for the contributions, whatever the number of rows."""
     model, factors = loaded.model, loaded.factors
-    X = model.matrix(frame)[positions]
+    X = model.matrix_of(features, positions)
     log_odds = model.log_odds(X)
     probability = expit(log_odds)
     contributions = model.contributions(X)
@@ -190,7 +182,7 @@ def _explanations(
     order = np.argsort(-np.abs(summed), axis=1, kind="stable")
     base = contributions[:, -1]
     steps = probability_steps(base, np.take_along_axis(summed, order, axis=1))
-    scores = _indicator_scores(frame, positions)
+    scores = _indicator_scores(features, positions)
     indicator = [kind == "indicator" for kind in factors.kinds]
     described = [
         {"key": k, "kind": kind, "label_da": da, "label_en": en}
@@ -233,15 +225,6 @@ def _feature_list(model: Any, x: np.ndarray, contributions: np.ndarray) -> list[
             strict=True,
         )
     ]
-
-
-def explain(
-    loaded: LoadedModel, frame: pd.DataFrame, positions: np.ndarray, feature_contributions: bool = False
-) -> tuple[np.ndarray, list[Explanation]]:
-    """Probabilities and explanations of the rows at `positions` of a build_features frame: one model
-    call for the probabilities, one for the contributions, whatever the number of rows."""
-    probability, explanations = _explanations(loaded, frame, positions, feature_contributions)
-    return probability, _EXPLANATIONS.validate_python(explanations)
 
 
 def score(
@@ -294,12 +277,35 @@ def score_records(
 def _score_records(loaded: LoadedModel, histories: Sequence[CitizenHistory], feature_contributions: bool) -> list[dict]:
     if not histories:
         return []
-    frame = build_features(history_dataset(histories), loaded.model.horizon_months)
-    positions = last_rounds(frame)
-    probability, explanations = _explanations(loaded, frame, positions, feature_contributions)
-    at = {cid: r for r, cid in enumerate(frame["citizen_id"].to_numpy(dtype=object)[positions].tolist())}
-    measured = frame["measured_on"].to_numpy()[positions].astype("datetime64[D]").tolist()
-    ids = frame["measurement_id"].to_numpy(dtype=object)[positions].tolist()
+    return _records(loaded, history_tables(histories), histories, feature_contributions)
+
+
+def score_stored(loaded: LoadedModel, dataset: Dataset, histories: Sequence[CitizenHistory]) -> list[Prediction]:
+    """Predictions for stored citizens (the caseworker page): the store's rows (`features.store.load`)
+    go into the feature core's arrays once, with no round trip through pydantic; `histories`, made
+    from the same rows for display (`serving.histories.history_from_dataset`), give the ids and as_of."""
+    return _PREDICTIONS.validate_python(score_tables(loaded, tables_of(dataset), histories))
+
+
+def score_tables(
+    loaded: LoadedModel, tables: FeatureTables, histories: Sequence[CitizenHistory], feature_contributions: bool = False
+) -> list[dict]:
+    """`score_records` from tables already made (e.g. `features.tables.tables_of` of a stored citizen's
+    rows, for the caseworker page): the histories give only the citizen ids and `as_of` of the answers."""
+    with gc_paused:
+        return _records(loaded, tables, histories, feature_contributions)
+
+
+def _records(
+    loaded: LoadedModel, tables: FeatureTables, histories: Sequence[CitizenHistory], feature_contributions: bool
+) -> list[dict]:
+    features = feature_arrays(tables)
+    rounds = features.rounds
+    positions = features.last_rounds()
+    probability, explanations = _explanations(loaded, features, positions, feature_contributions)
+    at = {cid: r for r, cid in enumerate(rounds.citizen_ids[rounds.citizen[positions]].tolist())}
+    measured = rounds.day[positions].astype("datetime64[D]").tolist()
+    ids = tables.measurement_id[rounds.order[positions]].tolist()
     ref = {"name": loaded.name, "version": loaded.version}
     horizon = int(loaded.model.horizon_months)
     out = []

@@ -1,8 +1,10 @@
-"""Citizens' histories (the API's pydantic requests) and contract Datasets, converted both ways.
+"""Citizens' histories (the API's pydantic requests) as the feature core's arrays, and as Datasets.
 
-A request's histories become one contract `Dataset` (`history_dataset`) so that the features come from
-`features.build.build_features`, the function training uses; a stored citizen's rows become a history
-(`history_from_dataset`) so that the caseworker page scores them through the same path as the API.
+A request's histories become the contract tables as numpy arrays (`history_tables`), whose features
+come from `features.build.feature_arrays`, the core of the `build_features` that training uses: no
+contract `Dataset` and no DataFrame for a request. `history_dataset` gives the same tables as a
+Dataset (for tests and benchmarks that compare the two paths); a stored citizen's rows become a
+history (`history_from_dataset`) for the caseworker page's display.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import pandas as pd
 from features.build import string_array
 from features.catalogue import CASEWORKER_COLUMNS, CITIZEN_COLUMNS, SCORE_COLUMNS
 from features.dataset import COLUMNS, Dataset
+from features.feature_catalogue import BACKGROUND_CATEGORIES
+from features.tables import BACKGROUND_VALUES, FeatureTables, dates_as_days
 from serving.schemas import CitizenHistory
 
 
@@ -98,6 +102,58 @@ def history_dataset(histories: Sequence[CitizenHistory]) -> Dataset:
         "outcomes": _no_outcomes(),
     }
     return Dataset(**tables)
+
+
+def _objects(values: list) -> np.ndarray:
+    """Python values as a 1-D object array (a list of tuples stays a list of tuples)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def history_tables(histories: Sequence[CitizenHistory]) -> FeatureTables:
+    """The feature core's tables of every history, as `tables_of(history_dataset(histories))` gives
+    them, built straight from the pydantic objects (see `history_dataset` for the caseworker ids and
+    the ids of rounds without one)."""
+    citizens = [h.citizen for h in histories]
+    m_ids, m_citizens, m_caseworkers, m_days, scores = [], [], [], [], []
+    workers: dict[str, float | None] = {}
+    e_citizens, e_codes, e_starts, e_ends = [], [], [], []
+    for i, h in enumerate(histories):
+        cid = h.citizen.citizen_id
+        for k, m in enumerate(h.measurements):
+            m_ids.append(m.measurement_id or f"round-{k + 1}")
+            m_citizens.append(cid)
+            worker = f"{i}/{m.caseworker_id}"
+            m_caseworkers.append(worker)
+            workers[worker] = None
+            m_days.append(m.measured_on)
+            scores.append([*m.citizen.__dict__.values(), *m.caseworker.__dict__.values()])
+        workers.update({f"{i}/{c.caseworker_id}": c.job_orientation for c in h.caseworkers})
+        for e in h.interventions:
+            e_citizens.append(cid)
+            e_codes.append(e.intervention)
+            e_starts.append(e.started_on)
+            e_ends.append(e.ended_on)
+    return FeatureTables(
+        citizen_id=_objects([c.citizen_id for c in citizens]),
+        enrolled_day=dates_as_days([c.enrolled_on for c in citizens]),
+        background=np.array([[getattr(c, name) for name in BACKGROUND_VALUES] for c in citizens], dtype=float).reshape(
+            len(citizens), len(BACKGROUND_VALUES)
+        ),
+        categories={name: _objects([getattr(c, name) for c in citizens]) for name in BACKGROUND_CATEGORIES},
+        caseworker_id=_objects(list(workers)),
+        job_orientation=np.array(list(workers.values()), dtype=float),
+        measurement_id=_objects(m_ids),
+        measured_citizen=_objects(m_citizens),
+        measured_caseworker=_objects(m_caseworkers),
+        measured_day=dates_as_days(m_days),
+        scores=np.array(scores, dtype=float).reshape(len(scores), len(SCORE_COLUMNS)),
+        episode_citizen=_objects(e_citizens),
+        intervention=_objects(e_codes),
+        started_day=dates_as_days(e_starts),
+        ended_day=dates_as_days(e_ends),
+    )
 
 
 def _plain_columns(frame: pd.DataFrame) -> dict[str, list]:

@@ -5,8 +5,9 @@ the Platt calibration on the margin and the feature catalogue. The explanation i
 calibrated log-odds scale: calibration is a*margin + b with a > 0, so per-feature contributions
 times a, plus a*base + b, sum exactly to the calibrated log-odds whose probability the user sees.
 
-`matrix`, `probability` and `contributions` work on numpy arrays so that one row takes well under
-a millisecond or two; serving calls them per request, batch scoring on the whole frame.
+`matrix` encodes a build_features frame (batch scoring, training); `matrix_of` the same rows straight
+from the feature core's arrays (`features.build.FeatureArrays`), as serving does per request, with
+identical values. `probability` and `contributions` run XGBoost's own prediction on that matrix.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from features.build import column_positions
+from features.build import FeatureArrays, column_positions
 from features.catalogue import SCORE_COLUMNS, SCORE_MAX, SCORE_MIN
-from features.feature_catalogue import CATEGORICAL_FEATURES, NUMERIC_FEATURES, feature_catalogue
+from features.feature_catalogue import CATEGORICAL_FEATURES, CATEGORY_LEVELS, NUMERIC_FEATURES, feature_catalogue
 
 if TYPE_CHECKING:
     from bip.settings import Settings
@@ -75,8 +76,16 @@ def category_index(values: tuple[str, ...]) -> dict[str, int]:
 @lru_cache(maxsize=64)
 def code_lookup(dtype: pd.CategoricalDtype, values: tuple[str, ...]) -> np.ndarray:
     """Position in `values` of each category of `dtype`, then -1 (for the missing code -1)."""
+    return level_lookup(tuple(map(str, dtype.categories)), values)
+
+
+@lru_cache(maxsize=64)
+def level_lookup(levels: tuple[str, ...], values: tuple[str, ...]) -> np.ndarray:
+    """Position in `values` of each of `levels`, then -1 (for the missing code -1). Read-only: shared."""
     index = category_index(values)
-    return np.array([index.get(str(c), -1) for c in dtype.categories] + [-1])
+    out = np.array([index.get(str(c), -1) for c in levels] + [-1])
+    out.flags.writeable = False
+    return out
 
 
 def one_hot_positions(column: pd.Series, values: Sequence[str]) -> np.ndarray:
@@ -217,6 +226,26 @@ class JobChanceModel:
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The float32 model matrix of a build_features frame, columns in feature_names order."""
         return encode(frame, self.numeric, self.categories)
+
+    def matrix_of(self, features: FeatureArrays, rows: np.ndarray) -> np.ndarray:
+        """The rows at `rows` of the feature core's arrays as the float32 model matrix: the same values
+        as `matrix` of the build_features frame's rows, without the frame."""
+        rows = np.asarray(rows, dtype=np.intp)
+        k = len(self.numeric)
+        out = np.zeros((len(rows), len(self.feature_names)), dtype=np.float32)
+        out[:, :k] = features.numeric_rows(self.numeric, rows)
+        start, at_row = k, np.arange(len(rows))
+        for column, values in self.categories.items():
+            values = tuple(values)
+            if column in CATEGORY_LEVELS:
+                at = level_lookup(CATEGORY_LEVELS[column], values)[features.category_codes(column, rows)]
+            else:
+                index, found = category_index(values), features.category_values(column, rows)
+                at = np.fromiter((index.get(v, -1) for v in found), dtype=np.int64, count=len(rows))
+            known = at >= 0
+            out[at_row[known], start + at[known]] = 1.0
+            start += len(values)
+        return out
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         """The booster's raw log-odds, before calibration."""

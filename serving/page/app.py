@@ -29,7 +29,7 @@ from serving import accounts, audit
 from serving.access import Sessions, principal_of
 from serving.accounts import Principal
 from serving.audit import ASSESSMENTS, AuditTrail, Event, UnknownView, prediction_event
-from serving.core import Predictor, model_info, score, step_ups
+from serving.core import Predictor, model_info, score_stored, step_ups
 from serving.histories import history_from_dataset
 from serving.page.charts import (
     PANEL_GRID,
@@ -144,7 +144,8 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
         citizen_id = request.path_params["citizen_id"]
         url = ctx.settings.store_url
         try:
-            history = history_from_dataset(store.load(url, [citizen_id]), citizen_id)
+            rows = store.load(url, [citizen_id])  # read once: shown as a history, scored as arrays
+            history = history_from_dataset(rows, citizen_id)
         except KeyError:
             return unknown(request, lang, citizen_id)
         except SQLAlchemyError as failure:
@@ -154,7 +155,7 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
         loaded = ctx.predictor.current()  # one model reference for the whole page
         if loaded is None:
             return error(request, lang, 503, t["error_503"], t["error_503_text"])
-        (prediction,) = score(loaded, [history])
+        (prediction,) = score_stored(loaded, rows, [history])
         info = model_info(loaded)
         moves, at_top = step_ups(loaded, history, prediction)
         try:

@@ -30,6 +30,7 @@ from features.feature_catalogue import (
     feature_columns,
 )
 from features.labels import add_months, horizon_labels, ipcw_weights
+from features.tables import tables_of
 
 NAN = np.nan
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "feature-catalogue.md"
@@ -371,9 +372,10 @@ def test_one_citizen_gives_the_rows_of_the_register(register, register_features)
 
 
 def test_chunking_rows_never_changes_a_value(register):
-    rounds = sorted_rounds(register)
-    whole, whole_pattern = numeric_features(register, rounds)
-    chunked, chunked_pattern = numeric_features(register, rounds, chunk_rows=7)
+    tables = tables_of(register)
+    rounds = sorted_rounds(tables)
+    whole, whole_pattern = numeric_features(tables, rounds)
+    chunked, chunked_pattern = numeric_features(tables, rounds, chunk_rows=7)
     np.testing.assert_array_equal(chunked, whole)
     np.testing.assert_array_equal(chunked_pattern, whole_pattern)
 

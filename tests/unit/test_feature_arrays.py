@@ -1,0 +1,137 @@
+"""The serving fast path equals the frame path bit for bit: pydantic histories -> array tables ->
+feature core -> model matrix gives exactly what build_features' frame -> `JobChanceModel.matrix` gives,
+for many simulated citizens, one at a time and all together."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+
+from features.build import build_features, feature_arrays
+from features.feature_catalogue import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from features.tables import tables_of
+from serving.core import LoadedModel, score_records, score_tables
+from serving.histories import histories_from_dataset, history_tables
+from simulator.simulation import simulate
+from training.model import (
+    JobChanceModel,
+    encode,
+    encoded_names,
+    learn_categories,
+    model_catalogue,
+    model_inputs,
+)
+
+CITIZENS, SEED = 300, 2029
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return simulate(CITIZENS, seed=SEED, truth_draws=0).dataset
+
+
+@pytest.fixture(scope="module")
+def frame(dataset):
+    return build_features(dataset)
+
+
+@pytest.fixture(scope="module")
+def histories(dataset):
+    return histories_from_dataset(dataset)
+
+
+@pytest.fixture(scope="module")
+def model(frame) -> JobChanceModel:
+    """A small booster on every feature, `jobcentre` (strings) and the levelled categories one-hot."""
+    numeric, categorical = model_inputs(frame.columns)
+    categories = learn_categories(frame, categorical)
+    assert "jobcentre" in categories and len(categories["jobcentre"]) > 1
+    X = encode(frame, numeric, categories)
+    y = np.nan_to_num(frame["label"].to_numpy(dtype=float))
+    booster = xgb.train({"max_depth": 3, "nthread": 1}, xgb.DMatrix(X, label=y, missing=np.nan), num_boost_round=15)
+    return JobChanceModel(
+        booster=booster,
+        feature_names=encoded_names(numeric, categories),
+        categories=categories,
+        calibration=(0.9, -0.1),
+        catalogue=model_catalogue(numeric, categories),
+    )
+
+
+def last_rows(frame: pd.DataFrame) -> np.ndarray:
+    ids = frame["citizen_id"].to_numpy(dtype=object)
+    return np.flatnonzero(np.r_[ids[1:] != ids[:-1], True])
+
+
+def without_factor_sums(record: dict) -> dict:
+    factors = [
+        {k: v for k, v in f.items() if k not in ("contribution", "probability_change")}
+        for f in record["explanation"]["factors"]
+    ]
+    return {**record, "explanation": {**record["explanation"], "factors": factors}}
+
+
+def factor_sums(record: dict) -> list[float]:
+    return [f[k] for f in record["explanation"]["factors"] for k in ("contribution", "probability_change")]
+
+
+def test_history_tables_give_the_features_of_the_frame(frame, histories):
+    features = feature_arrays(history_tables(histories))
+    assert features.numeric.shape == (len(NUMERIC_FEATURES), len(frame)) and len(frame) > 1000
+    np.testing.assert_array_equal(features.numeric.T, frame[list(NUMERIC_FEATURES)].to_numpy(dtype=float))
+    ids = features.rounds.citizen_ids[features.rounds.citizen]
+    assert ids.tolist() == frame["citizen_id"].tolist()
+    assert features.pattern.tolist() == frame["pattern_3m"].cat.codes.tolist()
+    rows = np.arange(len(frame))
+    for name in CATEGORICAL_FEATURES:
+        if name == "jobcentre":
+            assert features.category_values(name, rows).tolist() == frame[name].tolist()
+        else:
+            assert features.category_codes(name, rows).tolist() == frame[name].cat.codes.tolist()
+
+
+def test_dataset_tables_give_the_same_arrays_as_history_tables(dataset, histories):
+    from_dataset, from_histories = feature_arrays(tables_of(dataset)), feature_arrays(history_tables(histories))
+    np.testing.assert_array_equal(from_dataset.numeric, from_histories.numeric)
+    np.testing.assert_array_equal(from_dataset.last_rounds(), from_histories.last_rounds())
+
+
+def test_matrix_of_the_arrays_equals_the_matrix_of_the_frame(frame, histories, model):
+    features = feature_arrays(history_tables(histories))
+    rows = np.arange(len(frame))
+    X = model.matrix_of(features, rows)
+    assert X.dtype == np.float32 and X.shape == (len(frame), len(model.feature_names))
+    np.testing.assert_array_equal(X, model.matrix(frame))
+    one_hot = X[:, len(model.numeric) :]
+    assert one_hot.sum() == len(frame) * len(model.categories)  # every simulated category is known
+    last = features.last_rounds()
+    np.testing.assert_array_equal(last, last_rows(frame))
+    np.testing.assert_array_equal(model.matrix_of(features, last), model.matrix(frame)[last])
+
+
+def test_scores_one_at_a_time_equal_the_batch_and_the_frame(frame, histories, model):
+    loaded = LoadedModel(model, "test", "1", alias="none")
+    together = score_records(loaded, histories)
+    expected = model.probability(model.matrix(frame)[last_rows(frame)])
+    assert [r["probability"] for r in together] == expected.tolist()
+    for history, record in zip(histories[::25], together[::25], strict=True):
+        (single,) = score_records(loaded, [history])
+        assert without_factor_sums(single) == without_factor_sums(record)
+        # Factor sums are one matrix product: BLAS may round the last bit differently for 1 row and many.
+        np.testing.assert_allclose(factor_sums(single), factor_sums(record), rtol=0, atol=1e-15)
+    contributions = model.contributions(model.matrix(frame)[last_rows(frame)])
+    base = [r["explanation"]["base_value"] for r in together]
+    np.testing.assert_array_equal(base, contributions[:, -1])
+
+
+def test_a_stored_citizens_tables_score_as_its_history(dataset, histories, model):
+    loaded = LoadedModel(model, "test", "1", alias="none")
+    history = histories[7]
+    cid = history.citizen.citizen_id
+    one = {name: t[t["citizen_id"] == cid] if "citizen_id" in t else t for name, t in dataset.tables().items()}
+    from features.dataset import Dataset
+
+    (stored,) = score_tables(loaded, tables_of(Dataset(**one)), [history])
+    assert stored == score_records(loaded, [history])[0]
