@@ -251,3 +251,33 @@ def test_reliability_plot_writes_a_png_file(tmp_path) -> None:
     y, p, _ = simulated(200, 1, seed=4)
     path = reliability_plot(y, p, np.ones_like(p), tmp_path / "plots" / "reliability.png", title="test")
     assert path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_fairness_table_gives_fairlearns_figures() -> None:
+    # The per-group pass must give what fairlearn's MetricFrame gives with sample weights, group by group.
+    from fairlearn.metrics import MetricFrame
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    p = rng.uniform(0.01, 0.99, n)
+    y = (rng.uniform(size=n) < p).astype(float)
+    w = rng.exponential(1.0, n) * (rng.uniform(size=n) > 0.1)
+    origin = rng.choice(["dk", "west", "other"], n, p=[0.7, 0.29, 0.01])
+    table, _ = fairness_table(y, p, w, pd.DataFrame({"origin": origin}), threshold=0.6, min_rows=40)
+
+    def weighted(name: str):
+        return lambda y_true, y_pred, sample_weight: metric_values(y_true, y_pred, sample_weight)[name]
+
+    frame = MetricFrame(
+        metrics={name: weighted(name) for name in ("roc_auc", "brier", "ece")},
+        y_true=y,
+        y_pred=p,
+        sensitive_features=pd.Series(origin, name="group"),
+        sample_params={name: {"sample_weight": w} for name in ("roc_auc", "brier", "ece")},
+    )
+    ours = table.set_index("group")
+    for group in ("dk", "west"):
+        for name in ("roc_auc", "brier", "ece"):
+            assert ours.loc[group, name] == frame.by_group.loc[group, name], (group, name)
+    assert ours.loc["other", "n"] < 40 and ours.loc["other", ["roc_auc", "brier", "ece"]].isna().all()
+    assert ours.index.tolist() == sorted(ours.index)
