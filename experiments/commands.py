@@ -10,6 +10,7 @@ import typer
 from bip.console import progress
 from bip.settings import load_settings
 from features.commands import DataOption, load_dataset
+from training.commands import TruthOption
 
 
 def report(
@@ -24,10 +25,16 @@ def report(
     folds: Annotated[int, typer.Option(help="Citizen-grouped folds of the model comparison.")] = 5,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
     n_jobs: Annotated[int, typer.Option(help="Threads for the boosters of the model comparison.")] = 2,
+    truth: TruthOption = None,
 ) -> None:
-    """Run the research analyses (one MLflow run each) and render them into one HTML report."""
+    """Run the research analyses (one MLflow run each) and render them into one HTML report.
+
+    With --truth (a simulation's truth folder), the model comparison and the learning curve also compare
+    the predictions with the true probabilities.
+    """
     from experiments.analyses import ResearchConfig
     from experiments.report import DEFAULT_EXPERIMENT, build_report
+    from training.commands import truth_of_folder
     from training.config import TrainConfig
 
     settings = load_settings()
@@ -43,6 +50,7 @@ def report(
             config=config,
             source=str(data) if data is not None else "",
             progress=shown,
+            truth=truth_of_folder(truth),
         )
     typer.echo(f"report written to {path}")
 

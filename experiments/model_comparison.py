@@ -2,8 +2,10 @@
 
 The training stage's own functions do the work (`training.train`): the same split (an out-of-time
 cutoff, citizen-grouped folds inside the training period), nested grid search, Platt calibration
-and bootstrap intervals over citizens. This module only runs every family and puts the metrics,
-calibration curves and the monotone XGBoost's SHAP importance side by side.
+and bootstrap intervals over citizens. This module only runs every family, the plain baseline among
+them (`training.config.PLAIN`), and puts the metrics, calibration curves and the monotone XGBoost's
+SHAP importance side by side; with the simulator's truth, also each family's level and calibration
+error against the true probabilities.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from features.dataset import Dataset
 VALIDATIONS: dict[str, str] = {"cv": "grouped CV (out of fold)", "oot": "out of time"}
 SHOWN_METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "log_loss", "ece")
 METRIC_LABELS: dict[str, str] = {"roc_auc": "ROC AUC", "brier": "Brier score"}
+# With the simulator's truth: the truth's AUC on the same labels, the level and the calibration error against it.
+TRUTH_METRICS: tuple[str, ...] = ("truth_roc_auc", "mean_predicted", "mean_true", "mean_abs_diff_truth", "ece_truth")
 
 
 @dataclass(frozen=True)
@@ -32,10 +36,14 @@ class Comparison:
 
 
 def train_config(config: ResearchConfig):
-    """The TrainConfig of analysis 5: the one given, or training's defaults at the research seed."""
-    from training.config import TrainConfig
+    """The TrainConfig of analysis 5: the one given, or training's defaults at the research seed; the
+    plain family is always among its families."""
+    from dataclasses import replace
 
-    return config.train or TrainConfig(horizon_months=config.horizon_months, seed=config.seed)
+    from training.config import PLAIN, TrainConfig
+
+    chosen = config.train or TrainConfig(horizon_months=config.horizon_months, seed=config.seed)
+    return chosen if PLAIN in chosen.models else replace(chosen, models=(*chosen.models, PLAIN))
 
 
 def metric_rows(name: str, metrics: dict[str, float]) -> list[dict[str, object]]:
@@ -46,6 +54,9 @@ def metric_rows(name: str, metrics: dict[str, float]) -> list[dict[str, object]]
             row[metric] = metrics.get(f"{prefix}_{metric}", np.nan)
             row[f"{metric}_low"] = metrics.get(f"{prefix}_{metric}_low", np.nan)
             row[f"{metric}_high"] = metrics.get(f"{prefix}_{metric}_high", np.nan)
+        for metric in TRUTH_METRICS:
+            if f"{prefix}_{metric}" in metrics:
+                row[metric] = metrics[f"{prefix}_{metric}"]
         rows.append(row)
     return rows
 
@@ -111,8 +122,26 @@ def shap_importance(result, split) -> pd.Series:
     )
 
 
-def model_comparison_analysis(dataset: Dataset, config: ResearchConfig) -> Comparison:
-    """Analysis 5: every model family of training, grouped CV and out of time, with intervals."""
+def with_truth_calibration(metrics: dict[str, float], split, result, truth: pd.DataFrame | None) -> dict[str, float]:
+    """`metrics` with the calibration error against the truth (`<prefix>_ece_truth`) when truth is given."""
+    from training.evaluation import truth_of
+    from training.learning_curve import truth_calibration_error
+
+    if truth is None:
+        return metrics
+    added = dict(metrics)
+    for prefix, frame, p in (("cv", split.period, result.cv_probability), ("oot", split.test, result.oot_probability)):
+        true_p = truth_of(frame, truth)
+        if np.isfinite(true_p).any():
+            added[f"{prefix}_ece_truth"] = truth_calibration_error(p, true_p)
+    return added
+
+
+def model_comparison_analysis(
+    dataset: Dataset, config: ResearchConfig, truth: pd.DataFrame | None = None
+) -> Comparison:
+    """Analysis 5: every model family of training and the plain baseline, grouped CV and out of time, with
+    intervals; with `truth` (the simulator's true probabilities, evaluation only) their calibration against it."""
     from training.config import CHAMPION_CANDIDATE
     from training.data import labelled_rows
     from training.evaluation import reliability_table
@@ -124,7 +153,8 @@ def model_comparison_analysis(dataset: Dataset, config: ResearchConfig) -> Compa
     split = make_split(dataset, tc)
     rows, curves, metrics, importance = [], {}, {}, None
     for name, learner in learners(split.encoding.catalogue, tc).items():
-        result = train_family(learner, split, None, tc)
+        result = train_family(learner, split, truth, tc)
+        result.metrics = with_truth_calibration(result.metrics, split, result, truth)
         rows += metric_rows(name, result.metrics)
         metrics.update(
             {f"{name}_{k}": float(v) for k, v in result.metrics.items() if k.split("_", 1)[0] in VALIDATIONS}
@@ -152,6 +182,15 @@ def model_comparison_analysis(dataset: Dataset, config: ResearchConfig) -> Compa
         )
         + f". Highest: {best['model']}.",
     ]
+    if "ece_truth" in table:
+        findings.append(
+            "Against the true probabilities, out of time: "
+            + "; ".join(
+                f"{r.model} mean p {r.mean_predicted:.3f} (true {r.mean_true:.3f}), ECE {r.ece_truth:.3f}"
+                for r in table[table["validation"] == VALIDATIONS["oot"]].itertuples()
+            )
+            + "."
+        )
     analysis = Analysis(
         key="model_comparison",
         title="5. Model comparison",
@@ -160,7 +199,9 @@ def model_comparison_analysis(dataset: Dataset, config: ResearchConfig) -> Compa
             "a logit?"
         ),
         method=(
-            "Each family of `bip train` on the same split: nested grid search in citizen-grouped folds of the training "
+            "Each family of `bip train`, and a plain XGBoost (no weights, censored rows dropped, latest scores, "
+            "their change since the previous measurement and background) as the baseline, on the same split: "
+            "nested grid search in citizen-grouped folds of the training "
             "period (out-of-fold predictions), Platt calibration on them, and a refit on the whole training period "
             "scored on the later, out-of-time measurements. Labels are censoring-aware (IPCW weights). Intervals: "
             f"percentile bootstrap over citizens ({tc.n_boot} replicates)."

@@ -1,4 +1,4 @@
-"""Run the five research analyses, log each as an MLflow run, and render them into one HTML report.
+"""Run the six research analyses, log each as an MLflow run, and render them into one HTML report.
 
 `build_report` is what `bip report` calls: analyses (experiments.analyses and friends) → one child
 run per analysis under a "research-report" run (params, metrics, tables as CSV, plots as PNG,
@@ -34,6 +34,7 @@ from experiments.analyses import (
     research_data,
 )
 from experiments.caseworker_effects import caseworker_effect_analysis
+from experiments.learning_curve import learning_curve_analysis
 from experiments.model_comparison import model_comparison_analysis
 from experiments.progression import progression_analysis
 from features.dataset import Dataset
@@ -72,13 +73,20 @@ def champion_importance(settings: Any, features: pd.DataFrame) -> Importance | N
 
 
 def run_analyses(
-    data: ResearchData, config: ResearchConfig, importance: Importance | None = None, progress: Progress = QUIET
+    data: ResearchData,
+    config: ResearchConfig,
+    importance: Importance | None = None,
+    progress: Progress = QUIET,
+    truth: pd.DataFrame | None = None,
 ) -> list[Analysis]:
-    """The five analyses in report order. Without `importance` (a champion's SHAP importance),
+    """The six analyses in report order. Without `importance` (a champion's SHAP importance),
     analysis 1 uses the monotone XGBoost that analysis 5 fits. `progress` counts the analyses and the
-    hazard models they share."""
-    with progress.task("report: analyses", total=6) as task:
-        comparison = model_comparison_analysis(data.dataset, config)
+    hazard models they share. `truth` (the simulator's true probabilities) is for evaluation only:
+    analyses 5 and 6 compare the predictions with it."""
+    with progress.task("report: analyses", total=7) as task:
+        comparison = model_comparison_analysis(data.dataset, config, truth)
+        task.advance()
+        curve = learning_curve_of(data, config, truth)
         task.advance()
         if importance is None:
             importance = Importance(comparison.importance, comparison.importance_source)
@@ -93,7 +101,18 @@ def run_analyses(
         ):
             analyses.append(analysis())
             task.advance()
-    return [*analyses, comparison.analysis]
+    return [*analyses, comparison.analysis, curve]
+
+
+def learning_curve_of(data: ResearchData, config: ResearchConfig, truth: pd.DataFrame | None) -> Analysis:
+    """Analysis 6, the learning curve, on the research data's feature rows (training's censoring weights)."""
+    from experiments.model_comparison import train_config
+    from training.data import with_weights
+    from training.evaluation import truth_of
+
+    tc = train_config(config)
+    features = with_weights(data.features, tc.horizon_months, tc.weighting)
+    return learning_curve_analysis(features, truth_of(features, truth), tc)
 
 
 # --- files ------------------------------------------------------------------------------------------
@@ -247,13 +266,14 @@ def build_report(
     config: ResearchConfig | None = None,
     source: str = "",
     progress: Progress = QUIET,
+    truth: pd.DataFrame | None = None,
 ) -> Path:
     """Run the analyses, log them to MLflow (the settings' tracking store) and write
     `out/report.html` with every table and plot, plus each analysis's files in `out/<analysis>/`."""
     config = config or ResearchConfig(horizon_months=settings.horizon_months)
     with step(progress, "report: research data"):
         data = research_data(dataset, config.horizon_months)
-    analyses = run_analyses(data, config, champion_importance(settings, data.features), progress)
+    analyses = run_analyses(data, config, champion_importance(settings, data.features), progress, truth)
     out = Path(out)
     for analysis in analyses:
         write_files(analysis, out / analysis.key)

@@ -103,6 +103,7 @@ def train(
                 config,
                 alias=settings.model_alias,
                 citizens_per_partition=partition_citizens,
+                lease_url=settings.store_url,  # the first champion is set under the registry lease
             )
         typer.echo(
             f"registered {settings.model_name} version {done.model_version} (alias {settings.model_alias} "
@@ -206,13 +207,30 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 2013,
     n_boot: Annotated[int, typer.Option(help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
     truth: TruthOption = None,
+    learning_curve: Annotated[
+        bool,
+        typer.Option(
+            "--learning-curve",
+            help="Instead of evaluating a model: fit the families on nested subsets of the citizens (1/8, 1/4, "
+            "1/2, all) and score them on the same test citizens; table in OUT, plot beside it, run in MLflow.",
+        ),
+    ] = False,
+    curve_models: Annotated[
+        str, typer.Option(help="Comma-separated model families of --learning-curve (see `bip train`).")
+    ] = "plain,xgboost_monotone",
 ) -> None:
-    """Evaluate a model on a labelled dataset: metrics with intervals, fairness gaps, truth if simulated."""
+    """Evaluate a model on a labelled dataset: metrics with intervals, fairness gaps, truth if simulated.
+
+    With --learning-curve: how each family's AUC, Brier and ECE grow with the number of citizens.
+    """
     from features.build import build_features
     from training.config import TrainConfig
     from training.data import with_weights
     from training.evaluation import evaluation_metrics, truth_of
 
+    if learning_curve:
+        evaluate_learning_curve(ctx, out, data, seed, n_boot, truth, tuple(curve_models.split(",")))
+        return
     job_chance = resolved_model(model)
     config = TrainConfig(horizon_months=job_chance.horizon_months, seed=seed, n_boot=n_boot)
     frame = build_features(load_dataset(data), horizon_months=job_chance.horizon_months)
@@ -232,6 +250,38 @@ def evaluate(
     log_to_project_run(metrics, out)
     shown = ", ".join(f"{k} {metrics[f'test_{k}']:.4f}" for k in ("roc_auc", "brier", "ece"))
     typer.echo(f"{shown}; written to {out}")
+
+
+def evaluate_learning_curve(
+    ctx: typer.Context, out: Path, data: Path | None, seed: int, n_boot: int, truth: Path | None, models: tuple
+) -> None:
+    """`bip evaluate --learning-curve`: the curve as JSON records in `out`, its plot beside it, an MLflow run."""
+    from bip.progress import step
+    from features.build import build_features
+    from training.config import COMPARISON_NAMES, TrainConfig
+    from training.data import with_weights
+    from training.evaluation import truth_of
+    from training.learning_curve import learning_curve, learning_curve_plot, log_learning_curve
+
+    unknown = [m for m in models if m not in COMPARISON_NAMES]
+    if unknown:
+        raise typer.BadParameter(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(COMPARISON_NAMES)}")
+    settings = load_settings()
+    config = TrainConfig(horizon_months=settings.horizon_months, seed=seed, n_boot=n_boot)
+    with progress(ctx) as shown, step(shown, "learning curve"):
+        frame = build_features(load_dataset(data), horizon_months=config.horizon_months)
+        frame = with_weights(frame, config.horizon_months, config.weighting)
+        table = learning_curve(frame, truth_of(frame, truth_of_folder(truth)), config, models)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"learning_curve": table.to_dict(orient="records")}, indent=1), encoding="utf-8")
+    learning_curve_plot(table).savefig(out.with_suffix(".png"), dpi=110)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    run_id = log_learning_curve(
+        table, settings.tracking_uri, settings.artifact_root, settings.experiment, {"models": ",".join(models)}
+    )
+    for row in table.itertuples():
+        typer.echo(f"{row.model:18s} {row.citizens:6d} citizens: AUC {row.roc_auc:.3f}, Brier {row.brier:.4f}")
+    typer.echo(f"written to {out} and {out.with_suffix('.png')}; MLflow run {run_id}")
 
 
 def log_to_project_run(metrics: dict[str, float], report: Path) -> None:

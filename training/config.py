@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 MODEL_NAMES: tuple[str, ...] = ("xgboost_monotone", "xgboost", "logit", "background_only", "hist_gradient_boosting")
 CHAMPION_CANDIDATE = "xgboost_monotone"
+# The baseline every comparison carries (`bip report`, `bip evaluate --learning-curve`): what most teams
+# start with (training/learners.py `plain_learner`). Not fitted by `bip train`.
+PLAIN = "plain"
+COMPARISON_NAMES: tuple[str, ...] = (*MODEL_NAMES, PLAIN)
 XGBOOST_GRID: tuple[dict[str, float], ...] = tuple(
     {"max_depth": depth, "learning_rate": rate} for depth in (3, 4) for rate in (0.05, 0.1)
 )
@@ -29,3 +33,6 @@ class TrainConfig:
     models: tuple[str, ...] = MODEL_NAMES
     xgboost_grid: tuple[dict[str, float], ...] = XGBOOST_GRID
     weighting: str = "dropout"  # "dropout": `follow_up_weights`; "pooled": build_features' ipcw_weight
+    # The boosters fit on ipcw_weight ** tree_weight_power (1: the censoring weights; 0: unweighted); the
+    # Platt calibration always uses the censoring weights, so it sets the level whatever the trees saw.
+    tree_weight_power: float = 1.0

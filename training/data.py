@@ -18,6 +18,12 @@ import pandas as pd
 from features.labels import follow_up_weights
 
 WEIGHTINGS: tuple[str, ...] = ("dropout", "pooled")
+# The feature groups an ablation drops one at a time (`group_columns`).
+FEATURE_GROUPS: tuple[str, ...] = ("changes", "slopes", "interventions", "caseworker", "history")
+# How a model family picks and weights its rows (`family_rows`): "weighted" = labelled rows with a positive
+# censoring weight, weighted by it; "known" = every row with a known label, weight 1 (censored rows dropped,
+# as most teams start).
+ROW_POLICIES: tuple[str, ...] = ("weighted", "known")
 
 
 def labelled_rows(frame: pd.DataFrame) -> np.ndarray:
@@ -67,3 +73,38 @@ def labelled_through(frame: pd.DataFrame) -> str:
         return ""
     dates = frame["measured_on"][labelled_rows(frame)]
     return str(dates.max().date()) if len(dates) else ""
+
+
+def group_columns(catalogue: pd.DataFrame, group: str) -> np.ndarray:
+    """Matrix columns (positions in `catalogue`) of one of FEATURE_GROUPS: score changes (since the previous
+    and the first measurement), slopes, intervention history, caseworker features, measurement history."""
+    names = catalogue["name"].astype(str)
+    kind = catalogue["kind"].astype(str)
+    chosen = {
+        "changes": names.str.contains("__change_", regex=False),
+        "slopes": names.str.contains("__slope_", regex=False),
+        "interventions": kind == "intervention_group",
+        "caseworker": kind == "caseworker",
+        "history": kind == "history",
+    }
+    if group not in chosen:
+        raise ValueError(f"unknown feature group {group!r}; choose from {', '.join(FEATURE_GROUPS)}")
+    return np.flatnonzero(chosen[group].to_numpy())
+
+
+def plain_columns(catalogue: pd.DataFrame) -> np.ndarray:
+    """Columns of the plain family: the latest scores, their change since the previous measurement, background."""
+    names = catalogue["name"].astype(str)
+    kind = catalogue["kind"].astype(str)
+    levels = (kind == "indicator") & ~names.str.contains("__", regex=False)
+    return np.flatnonzero((levels | names.str.endswith("__change_prev") | (kind == "background")).to_numpy())
+
+
+def family_rows(frame: pd.DataFrame, policy: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rows a family fits and calibrates on (a mask) and their weights, by one of ROW_POLICIES."""
+    if policy == "weighted":
+        return labelled_rows(frame), frame["ipcw_weight"].to_numpy(dtype=float)
+    if policy == "known":
+        known = frame["label"].notna().to_numpy()
+        return known, known.astype(float)
+    raise ValueError(f"unknown row policy {policy!r}; choose from {', '.join(ROW_POLICIES)}")

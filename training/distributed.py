@@ -292,9 +292,11 @@ def train_on_dask(
     config: TrainConfig,
     alias: str = "champion",
     citizens_per_partition: int = CITIZENS_PER_PARTITION,
+    lease_url: str | None = None,
 ) -> DaskTrainOutcome:
     """Train the calibrated monotone XGBoost on the cluster behind `client`, log one MLflow run
-    ("train-dask") at `tracking_uri` and register the model (alias `alias` set only when the model has none)."""
+    ("train-dask") at `tracking_uri` and register the model (alias `alias` set only when the model has none;
+    with `lease_url`, the store, under the registry lease that promotions take, as `bip train` does)."""
     from features.distributed import cluster_description
 
     start = time.perf_counter()
@@ -369,7 +371,7 @@ def train_on_dask(
         )
         run.artifacts(folder)
         logged = log_model(run, model, Path(tmp) / "pyfunc")
-        version, champion_set = register_champion_candidate(run, logged, model_name, tracking_uri, alias)
+        version, champion_set = register_champion_candidate(run, logged, model_name, tracking_uri, alias, lease_url)
         seconds = time.perf_counter() - start
         run.metrics({"seconds": seconds})
     return DaskTrainOutcome(run.run_id, version, champion_set, metrics, seconds, model, choice.params)

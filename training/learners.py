@@ -20,7 +20,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from training.config import TrainConfig
+from training.config import PLAIN, TrainConfig
+from training.data import plain_columns
 
 LOGIT_GRID: tuple[dict[str, float], ...] = ({"C": 0.01}, {"C": 0.1})
 HGB_GRID: tuple[dict[str, float], ...] = ({"max_leaf_nodes": 7, "learning_rate": 0.1},)
@@ -42,8 +43,10 @@ class Validation:
 @dataclass(frozen=True)
 class BoosterPredictor:
     booster: xgb.Booster
+    columns: np.ndarray | None = None  # the matrix columns the booster was fitted on (None: all)
 
     def margin(self, X: np.ndarray) -> np.ndarray:
+        X = X if self.columns is None else X[:, self.columns]
         return np.asarray(self.booster.inplace_predict(X, predict_type="margin"), dtype=float)
 
 
@@ -68,6 +71,7 @@ class Learner:
     grid: tuple[dict[str, float], ...]
     fit: Callable[[np.ndarray, np.ndarray, np.ndarray, dict[str, Any], Validation | None], tuple[Predictor, dict]]
     booster: bool = False
+    rows: str = "weighted"  # training.data.ROW_POLICIES: which rows and weights the family learns from
 
 
 def xgboost_params(monotone: Sequence[int] | None, config: TrainConfig) -> dict[str, Any]:
@@ -128,23 +132,52 @@ def boosted(
     return Boosted(booster[:rounds], rounds, float(booster.best_score))
 
 
+def tree_weights(w: np.ndarray, power: float) -> np.ndarray:
+    """The weights the trees fit on: censoring weights to `power` (0: 1 for every row that takes part)."""
+    return np.where(w > 0, np.power(np.where(w > 0, w, 1.0), power), 0.0)
+
+
 def xgboost_learner(
-    name: str, monotone: Sequence[int] | None, feature_names: Sequence[str], config: TrainConfig
+    name: str,
+    monotone: Sequence[int] | None,
+    feature_names: Sequence[str],
+    config: TrainConfig,
+    columns: np.ndarray | None = None,
+    weight_power: float | None = None,
 ) -> Learner:
-    """XGBoost (hist) on the full matrix; `monotone` +1 entries constrain those columns."""
-    fixed = xgboost_params(monotone, config)
+    """XGBoost (hist); `monotone` +1 entries constrain those columns. With `columns`, on those matrix
+    columns only (`monotone` and `feature_names` then describe the full matrix). The trees fit on the
+    weights to `weight_power` (default `config.tree_weight_power`, see `tree_weights`)."""
+    power = config.tree_weight_power if weight_power is None else weight_power
+    names = list(feature_names) if columns is None else [feature_names[j] for j in columns]
+    kept = None if monotone is None or columns is None else [monotone[j] for j in columns]
+    fixed = xgboost_params(monotone if columns is None else kept, config)
 
     def fit(X, y, w, params, valid):
+        X = X if columns is None else X[:, columns]
         # Matrices without feature names: XGBoost re-reads the names every round, which costs more than
         # the boosting itself at this size; the names are put on the finished booster instead.
-        train = xgb.DMatrix(X, label=y, weight=w, missing=np.nan)
-        check = None if valid is None else xgb.DMatrix(valid.X, label=valid.y, weight=valid.w, missing=np.nan)
+        train = xgb.DMatrix(X, label=y, weight=tree_weights(w, power), missing=np.nan)
+        check = None
+        if valid is not None:
+            check_X = valid.X if columns is None else valid.X[:, columns]
+            check = xgb.DMatrix(check_X, label=valid.y, weight=tree_weights(valid.w, power), missing=np.nan)
         fitted = boosted(xgb.train, {**fixed, **params}, train, config, check)
-        fitted.booster.feature_names = list(feature_names)
+        fitted.booster.feature_names = names
         grid_point = {k: v for k, v in params.items() if k != "n_estimators"}
-        return BoosterPredictor(fitted.booster), {**grid_point, "n_estimators": fitted.rounds}
+        return BoosterPredictor(fitted.booster, columns), {**grid_point, "n_estimators": fitted.rounds}
 
     return Learner(name, config.xgboost_grid, fit, booster=True)
+
+
+def plain_learner(catalogue: pd.DataFrame, config: TrainConfig) -> Learner:
+    """The plain family, the way most teams start: XGBoost without weights or monotone constraints on the
+    latest scores, their change since the previous measurement and the background, learnt from every row
+    with a known label (censored rows dropped). Where `training.train` passes it censoring weights (`bip
+    train`'s rows), it fits them unweighted."""
+    names = list(catalogue["name"])
+    made = xgboost_learner(PLAIN, None, names, config, columns=plain_columns(catalogue), weight_power=0.0)
+    return Learner(PLAIN, made.grid, made.fit, booster=True, rows="known")
 
 
 def logit_learner(name: str, columns: np.ndarray | None) -> Learner:
@@ -230,6 +263,7 @@ def learners(catalogue: pd.DataFrame, config: TrainConfig) -> dict[str, Learner]
         "logit": logit_learner("logit", None),
         "background_only": logit_learner("background_only", background),
         "hist_gradient_boosting": hgb_learner("hist_gradient_boosting", config),
+        PLAIN: plain_learner(catalogue, config),
     }
     unknown = [m for m in config.models if m not in made]
     if unknown:

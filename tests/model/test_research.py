@@ -301,6 +301,7 @@ def test_report_renders_every_table_and_plot_and_logs_each_analysis(report_run):
     out, tracking_uri = report_run
     html = (out / "report.html").read_text(encoding="utf-8")
     keys = ["indicators", "caseworker_practice", "progression", "caseworker_effects", "model_comparison"]
+    keys.append("learning_curve")
     for key in keys:
         assert f'<section id="{key}">' in html
         files = sorted(p.name for p in (out / key).iterdir())
@@ -314,7 +315,7 @@ def test_report_renders_every_table_and_plot_and_logs_each_analysis(report_run):
     assert len(images) == sum(len(list((out / k).glob("*.png"))) for k in keys) >= 7
     assert all(len(image) > 5000 for image in images)
     assert html.count('<table class="dataframe data">') >= 9
-    for model in ("background_only", "logit", "hist_gradient_boosting", "xgboost", "xgboost_monotone"):
+    for model in ("background_only", "logit", "hist_gradient_boosting", "xgboost", "xgboost_monotone", "plain"):
         assert model in html
     assert "BIP" in html and "28.45" in html
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
