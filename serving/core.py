@@ -4,7 +4,7 @@ A request's histories become the contract tables as numpy arrays (`serving.histo
 whose features come from `features.build.feature_arrays` — the core of the `build_features` that
 training uses — with no Dataset, no DataFrame and no label. The last measurement of each citizen goes
 into the model matrix (`JobChanceModel.matrix_of`) and is scored with one XGBoost call for the
-probability and one for the TreeSHAP contributions. Contributions are summed (one matrix product)
+probability and one for the TreeSHAP contributions. Contributions are summed (one `np.add.reduceat`)
 per indicator, intervention group, history, caseworker and background item (`belongs_to` of the
 model's catalogue) on the calibrated log-odds scale, so base value + factors = the log-odds whose probability is shown.
 
@@ -74,9 +74,10 @@ class ModelUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Factors:
-    """How the model's features sum into factors: a 0/1 membership matrix and each factor's labels."""
+    """How the model's features sum into factors (each feature belongs to one), and each factor's labels."""
 
-    membership: np.ndarray  # features x factors
+    features: np.ndarray  # the feature positions, grouped factor by factor (in `keys` order)
+    starts: np.ndarray  # where each factor's features begin in `features`
     keys: list[str]
     kinds: list[str]
     labels_da: list[str]
@@ -84,13 +85,21 @@ class Factors:
 
     @classmethod
     def of(cls, catalogue: pd.DataFrame) -> Factors:
-        keys = list(dict.fromkeys(catalogue["belongs_to"].astype(str)))
+        owners = catalogue["belongs_to"].astype(str).tolist()
+        keys = list(dict.fromkeys(owners))
         position = {k: j for j, k in enumerate(keys)}
-        membership = np.zeros((len(catalogue), len(keys)))
-        membership[np.arange(len(catalogue)), [position[k] for k in catalogue["belongs_to"].astype(str)]] = 1.0
+        owner = np.array([position[k] for k in owners], dtype=np.intp)
+        features = np.argsort(owner, kind="stable")
+        starts = np.searchsorted(owner[features], np.arange(len(keys)))
         kinds = [str(catalogue.loc[catalogue["belongs_to"].astype(str) == k, "kind"].iloc[0]) for k in keys]
         labels = [factor_label(k, kind) for k, kind in zip(keys, kinds, strict=True)]
-        return cls(membership, keys, kinds, [da for da, _ in labels], [en for _, en in labels])
+        return cls(features, starts, keys, kinds, [da for da, _ in labels], [en for _, en in labels])
+
+    def sums(self, contributions: np.ndarray) -> np.ndarray:
+        """Each row's contributions (rows x features; further columns are ignored) summed per factor
+        (rows x factors). A plain sum rather than a product with a 0/1 matrix: BLAS would start threads
+        that burn a second core for nothing (a 4,000-citizen batch spent a fifth more CPU than wall)."""
+        return np.add.reduceat(contributions[:, self.features], self.starts, axis=1)
 
 
 @dataclass(frozen=True)
@@ -177,35 +186,50 @@ def _explanations(
     log_odds = model.log_odds(X)
     probability = expit(log_odds)
     contributions = model.contributions(X)
-    n_features = contributions.shape[1] - 1
-    summed = contributions[:, :n_features] @ factors.membership
+    summed = factors.sums(contributions)  # the last column, the base value, belongs to no factor
     order = np.argsort(-np.abs(summed), axis=1, kind="stable")
     base = contributions[:, -1]
-    steps = probability_steps(base, np.take_along_axis(summed, order, axis=1))
+    ranked = np.take_along_axis(summed, order, axis=1)
+    steps = probability_steps(base, ranked)
     scores = _indicator_scores(features, positions)
-    indicator = [kind == "indicator" for kind in factors.kinds]
     described = [
-        {"key": k, "kind": kind, "label_da": da, "label_en": en}
+        (k, kind, da, en, scores[k] if kind == "indicator" else None)
         for k, kind, da, en in zip(factors.keys, factors.kinds, factors.labels_da, factors.labels_en, strict=True)
     ]
+    # Plain Python numbers made once per array (not per row and factor): 100,000 factors in a large batch.
+    rows = zip(
+        order.tolist(),
+        ranked.tolist(),
+        steps.tolist(),
+        base.tolist(),
+        expit(base).tolist(),
+        log_odds.tolist(),
+        probability.tolist(),
+        strict=True,
+    )
     explanations = []
-    for r, (values, ranked) in enumerate(zip(summed.tolist(), order.tolist(), strict=True)):
+    for r, (factor_order, values, changes, base_value, base_probability, row_log_odds, p) in enumerate(rows):
         explanations.append(
             {
                 "scale": "log-odds",
-                "base_value": float(base[r]),
-                "base_probability": float(expit(base[r])),
-                "log_odds": float(log_odds[r]),
-                "probability": float(probability[r]),
+                "base_value": base_value,
+                "base_probability": base_probability,
+                "log_odds": row_log_odds,
+                "probability": p,
                 "factors": [
                     {
-                        **described[j],
-                        "contribution": values[j],
+                        "key": key,
+                        "kind": kind,
+                        "label_da": da,
+                        "label_en": en,
+                        "contribution": value,
                         "probability_change": step,
-                        "direction": "raises" if values[j] >= 0 else "lowers",
-                        "scores": scores[factors.keys[j]][r] if indicator[j] else None,
+                        "direction": "raises" if value >= 0 else "lowers",
+                        "scores": None if indicator_scores is None else indicator_scores[r],
                     }
-                    for j, step in zip(ranked, steps[r].tolist(), strict=True)
+                    for (key, kind, da, en, indicator_scores), value, step in zip(
+                        map(described.__getitem__, factor_order), values, changes, strict=True
+                    )
                 ],
                 "features": _feature_list(model, X[r], contributions[r]) if feature_contributions else None,
             }

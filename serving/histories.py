@@ -21,7 +21,7 @@ from features.build import string_array
 from features.catalogue import CASEWORKER_COLUMNS, CITIZEN_COLUMNS, SCORE_COLUMNS
 from features.dataset import COLUMNS, Dataset
 from features.feature_catalogue import BACKGROUND_CATEGORIES
-from features.tables import BACKGROUND_VALUES, FeatureTables, dates_as_days
+from features.tables import BACKGROUND_VALUES, FeatureTables, date_objects_as_days
 from serving.schemas import CitizenHistory
 
 
@@ -137,7 +137,7 @@ def history_tables(histories: Sequence[CitizenHistory]) -> FeatureTables:
             e_ends.append(e.ended_on)
     return FeatureTables(
         citizen_id=_objects([c.citizen_id for c in citizens]),
-        enrolled_day=dates_as_days([c.enrolled_on for c in citizens]),
+        enrolled_day=date_objects_as_days([c.enrolled_on for c in citizens]),
         background=np.array([[getattr(c, name) for name in BACKGROUND_VALUES] for c in citizens], dtype=float).reshape(
             len(citizens), len(BACKGROUND_VALUES)
         ),
@@ -147,12 +147,12 @@ def history_tables(histories: Sequence[CitizenHistory]) -> FeatureTables:
         measurement_id=_objects(m_ids),
         measured_citizen=_objects(m_citizens),
         measured_caseworker=_objects(m_caseworkers),
-        measured_day=dates_as_days(m_days),
+        measured_day=date_objects_as_days(m_days),
         scores=np.array(scores, dtype=float).reshape(len(scores), len(SCORE_COLUMNS)),
         episode_citizen=_objects(e_citizens),
         intervention=_objects(e_codes),
-        started_day=dates_as_days(e_starts),
-        ended_day=dates_as_days(e_ends),
+        started_day=date_objects_as_days(e_starts),
+        ended_day=date_objects_as_days(e_ends),
     )
 
 

@@ -235,9 +235,14 @@ class JobChance:
         return None
 
     @bentoml.api(route="/predict")
-    def predict(self, history: PredictRequest, /, ctx: bentoml.Context) -> Prediction:
+    async def predict(self, history: PredictRequest, /, ctx: bentoml.Context) -> Prediction:
         """The calibrated probability of a job or education within 12 months for one citizen's
         history, with the factors behind it on the log-odds scale (largest first)."""
+        # On the event loop, not in BentoML's thread pool: the work is a millisecond or two of CPU
+        # (features, two XGBoost calls, the audit row), and handing each request to a worker thread
+        # and back made the GIL the scheduler: under 16 connections p99 was 2-7x p50, now about 1.7x
+        # (benchmarks/RESULTS-serving.md, "async /predict"). /predict_batch, up to a second, stays in
+        # the pool.
         history_limits([history])
         try:
             records = self.predictor.predict_records([history], history.feature_contributions)

@@ -135,3 +135,31 @@ def test_a_stored_citizens_tables_score_as_its_history(dataset, histories, model
 
     (stored,) = score_tables(loaded, tables_of(Dataset(**one)), [history])
     assert stored == score_records(loaded, [history])[0]
+
+
+def test_python_dates_give_the_day_numbers_numpy_gives():
+    from datetime import date
+
+    from features.tables import date_objects_as_days, dates_as_days
+
+    dates = [date(2014, 1, 20), None, date(1969, 12, 31), date(1970, 1, 1), date(2029, 2, 28)]
+    np.testing.assert_array_equal(date_objects_as_days(dates), dates_as_days(dates))
+    assert date_objects_as_days([]).shape == (0,)
+
+
+def test_factor_sums_equal_the_membership_product():
+    from serving.core import Factors
+
+    catalogue = pd.DataFrame(
+        {
+            "name": ["a", "b", "c", "d", "e"],
+            "belongs_to": ["job", "history", "job", "age", "history"],
+            "kind": ["indicator", "history", "indicator", "background", "history"],
+        }
+    )
+    factors = Factors.of(catalogue)
+    assert factors.keys == ["job", "history", "age"]
+    membership = np.array([[k == owner for k in factors.keys] for owner in catalogue["belongs_to"]], dtype=float)
+    contributions = np.random.default_rng(0).normal(size=(7, 6))  # the last column, the base value, is left out
+    np.testing.assert_allclose(factors.sums(contributions), contributions[:, :5] @ membership, rtol=0, atol=1e-12)
+    assert factors.sums(contributions[:0]).shape == (0, 3)
