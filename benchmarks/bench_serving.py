@@ -17,6 +17,9 @@ contributions on a prebuilt row, the floor); and `mlflow models serve -m models:
 wrk and the servers share the machine, so throughputs are what is left after wrk's own work; the
 ratios are measured in one run. The caseworker page is timed by one sequential client with a
 caseworker's session cookie.
+
+(About 560 lines: one script so that every figure in a run comes from the same machine state; the bare
+service it compares with is benchmarks/bare_service.py.)
 """
 
 from __future__ import annotations

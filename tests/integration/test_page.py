@@ -7,6 +7,9 @@ The browser signs in through the page's own login form, as a caseworker of every
 httpx and a caseworker's API token, which the page accepts as well.
 
 Set BIP_SCREENSHOT_DIR=docs/screenshots to refresh the screenshots in the documentation.
+
+(About 730 lines: 21 browser tests share one served store and one signed-in browser; split, each file
+would start its own server.)
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ real BentoML server over HTTP.
 
 One server serves the whole module (fixture `served` in conftest_service.py); tests run in file
 order, and the test that moves the alias comes after those that compare with version 1.
+
+(About 510 lines: the tests share one server and depend on file order, so they stay in one file.)
 """
 
 from __future__ import annotations
