@@ -19,7 +19,8 @@ from typing import Any
 import bentoml
 
 
-@bentoml.service(name="BareModel", traffic={"timeout": 60}, threads=4, metrics={"enabled": False})
+# The request timeout as bip's (serving.service.REQUEST_TIMEOUT_SECONDS, which says why it is short).
+@bentoml.service(name="BareModel", traffic={"timeout": 10}, threads=4, metrics={"enabled": False})
 class BareModel:
     def __init__(self) -> None:
         from training.model import input_example, load_model

@@ -14,7 +14,8 @@ is audited with who asked (`serving.audit`).
 
 Environment (read when the service starts, never at import): the settings of `bip.settings`
 (MLFLOW_TRACKING_URI, BIP_HOME, ...) and BIP_MODEL_POLL_SECONDS (default 5; 0 = never look for a
-new champion). Workers: BENTOML_CONFIG_OPTIONS="services.JobChance.workers=2".
+new champion). Workers: BENTOML_CONFIG_OPTIONS="services.JobChance.workers=2"; the request timeout
+(REQUEST_TIMEOUT_SECONDS): "services.JobChance.traffic.timeout=30".
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ BODY_LIMITS: dict[str, int] = {
     "/admin/promote": 4 * KiB,
 }
 POLL_SECONDS = 5.0
+# BentoML's timeout for any request (a 504 after it). Short on purpose: BentoML 1.4's TimeoutMiddleware
+# schedules a timer per request and never cancels it, so each request's context (its OpenTelemetry span
+# included, ~22 objects) stays alive this long; at 300 requests/s and the default 60 s the collector's full
+# passes walked ~400,000 of them, 100-200 ms each, every 2-3 s (/predict p99 163-170 ms; 104-108 ms at 10 s,
+# benchmarks/RESULTS-serving.md). The longest request, a 5,000-citizen batch, takes 1-2 s. A deployment may
+# raise it: BENTOML_CONFIG_OPTIONS="services.JobChance.traffic.timeout=30".
+REQUEST_TIMEOUT_SECONDS = 10
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -174,7 +182,7 @@ extra = FastAPI(title="bip job chance: model information", docs_url=None, redoc_
 
 @bentoml.service(
     name="JobChance",
-    traffic={"timeout": 60},
+    traffic={"timeout": REQUEST_TIMEOUT_SECONDS},
     threads=4,
     resources={"cpu": "1", "memory": "2Gi"},
     # A declared env without a value is required by `bentoml serve`: only BIP_AUTH has a safe default.
