@@ -9,10 +9,8 @@ another group. The planted parameters live in a scenario YAML (simulator/scenari
 Beside the dataset (never inside it) the simulator writes each measurement's true probability of a
 job or education within the horizon, by Monte Carlo over the future from the simulated state.
 
-About 500 lines in one module on purpose: every step reads and advances the same `State` under the
+About 530 lines in one module on purpose: every step reads and advances the same `State` under the
 same scenario, so the quarter-by-quarter story reads top to bottom in one place.
-
-(About 530 lines in one module: the quarter-by-quarter simulation is one loop over shared state.)
 """
 
 from __future__ import annotations
