@@ -184,6 +184,16 @@ def cpu_seconds(root: int) -> float:
     return sum(used.get(pid, 0.0) for pid in tree)
 
 
+def server_load(
+    server_pid: int, url: str, bodies: list[bytes], clients: int, seconds: float, workdir: Path, token: str = ""
+) -> dict:
+    """`wrk` against `url`, with the server's CPU milliseconds per request (its whole process tree)."""
+    before = cpu_seconds(server_pid)
+    result = wrk(url, bodies, clients, seconds, workdir, token)
+    result["server_cpu_ms_per_request"] = (cpu_seconds(server_pid) - before) * 1000 / max(result["requests"], 1)
+    return result
+
+
 def service_token(home: Path) -> str:
     """An API token of a `service` user made for this run in the store under `home`."""
     from serving import accounts
@@ -423,9 +433,7 @@ def main() -> None:
         one = wrk(f"{base}/predict", bodies, 1, max(5.0, args.seconds / 4), work, token)
         results["load"]["bip /predict, 1 connection"] = one
         print(one, flush=True)
-        cpu_before = cpu_seconds(server.pid)
-        bip = wrk(f"{base}/predict", bodies, args.clients, args.seconds, work, token)
-        bip["server_cpu_ms_per_request"] = (cpu_seconds(server.pid) - cpu_before) * 1000 / max(bip["requests"], 1)
+        bip = server_load(server.pid, f"{base}/predict", bodies, args.clients, args.seconds, work, token)
         results["load"]["bip /predict"] = bip
         print(bip, flush=True)
     finally:
@@ -440,10 +448,8 @@ def main() -> None:
         f"http://127.0.0.1:{bare_port}/readyz",
     )
     try:
-        cpu_before = cpu_seconds(bare_server.pid)
-        bare = wrk(f"http://127.0.0.1:{bare_port}/predict", bodies, args.clients, args.seconds, work)
-        bare["server_cpu_ms_per_request"] = (
-            (cpu_seconds(bare_server.pid) - cpu_before) * 1000 / max(bare["requests"], 1)
+        bare = server_load(
+            bare_server.pid, f"http://127.0.0.1:{bare_port}/predict", bodies, args.clients, args.seconds, work
         )
         results["load"]["bare BentoML: inplace_predict + contributions on a prebuilt row"] = bare
         print(bare, flush=True)
@@ -475,11 +481,8 @@ def main() -> None:
                 headers={"content-type": "application/json"},
             )
             assert check.status_code == 200, check.text[:500]
-            cpu_before = cpu_seconds(mlflow_server.pid)
-            flow = wrk(f"http://127.0.0.1:{mlflow_port}/invocations", feature_bodies, args.clients, args.seconds, work)
-            flow["server_cpu_ms_per_request"] = (
-                (cpu_seconds(mlflow_server.pid) - cpu_before) * 1000 / max(flow["requests"], 1)
-            )
+            invocations = f"http://127.0.0.1:{mlflow_port}/invocations"
+            flow = server_load(mlflow_server.pid, invocations, feature_bodies, args.clients, args.seconds, work)
             results["load"]["mlflow models serve /invocations (features precomputed)"] = flow
             print(flow, flush=True)
         finally:

@@ -148,18 +148,19 @@ def add_user(url: str, name: str, role: Role, jobcentres: Sequence[str] = (), pa
             conn.execute(JOBCENTRES.insert(), [{"user_id": name, "jobcentre": j} for j in sorted(set(jobcentres))])
 
 
+def _update_active_user(conn: Connection, name: str, **values: object) -> None:
+    """Set `values` on the active (not revoked) user `name`; a UserError when there is none."""
+    done = conn.execute(update(USERS).where(USERS.c.user_id == name, USERS.c.revoked_at.is_(None)).values(**values))
+    if done.rowcount != 1:
+        raise UserError(f"no active user {name!r}.")
+
+
 def set_password(url: str, name: str, password: str) -> None:
     """Give an active user a new password."""
     password_hash = _password_hash(password)
     with store.write_transaction(url) as conn:
         SCHEMA.create_all(conn)
-        done = conn.execute(
-            update(USERS)
-            .where(USERS.c.user_id == name, USERS.c.revoked_at.is_(None))
-            .values(password_hash=password_hash, sessions_after=time.time())
-        )
-        if done.rowcount != 1:
-            raise UserError(f"no active user {name!r}.")
+        _update_active_user(conn, name, password_hash=password_hash, sessions_after=time.time())
 
 
 def issue_token(url: str, name: str) -> str:
@@ -182,13 +183,7 @@ def revoke(url: str, name: str) -> None:
     now = datetime.now(UTC)
     with store.write_transaction(url) as conn:
         SCHEMA.create_all(conn)
-        done = conn.execute(
-            update(USERS)
-            .where(USERS.c.user_id == name, USERS.c.revoked_at.is_(None))
-            .values(revoked_at=now, sessions_after=time.time())
-        )
-        if done.rowcount != 1:
-            raise UserError(f"no active user {name!r}.")
+        _update_active_user(conn, name, revoked_at=now, sessions_after=time.time())
         conn.execute(
             update(TOKENS).where(TOKENS.c.user_id == name, TOKENS.c.revoked_at.is_(None)).values(revoked_at=now)
         )

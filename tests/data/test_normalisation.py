@@ -4,12 +4,12 @@ Every message says what was found and what to write instead, and never shows a c
 
 from __future__ import annotations
 
-import csv
 import subprocess
 from pathlib import Path
 
 import pytest
 from bip_cli import run_bip
+from csv_tables import read_rows, write_rows
 
 from features.contract import ContractError, read_dataset, write_dataset
 from simulator.simulation import simulate
@@ -37,30 +37,18 @@ def folder(valid: Path, tmp_path: Path) -> Path:
     return out
 
 
-def rows(folder: Path, table: str) -> list[dict[str, str]]:
-    with (folder / f"{table}.csv").open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def rewrite(folder: Path, table: str, changed: list[dict[str, str]]) -> None:
-    with (folder / f"{table}.csv").open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(changed[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(changed)
-
-
 def set_cells(folder: Path, table: str, column: str, values: dict[int, str]) -> dict[int, str]:
     """Overwrite cells (1-based data rows); the values they held."""
-    table_rows = rows(folder, table)
+    table_rows = read_rows(folder, table)
     before = {row: table_rows[row - 1][column] for row in values}
     for row, value in values.items():
         table_rows[row - 1][column] = value
-    rewrite(folder, table, table_rows)
+    write_rows(folder, table, table_rows)
     return before
 
 
 def answered_rows(folder: Path, count: int) -> list[int]:
-    return [i for i, row in enumerate(rows(folder, "measurements"), start=1) if row[SCORE]][:count]
+    return [i for i, row in enumerate(read_rows(folder, "measurements"), start=1) if row[SCORE]][:count]
 
 
 def test_a_score_written_3_0_is_read_as_3_with_a_warning(folder: Path) -> None:
@@ -82,7 +70,7 @@ def test_spaces_around_a_score_an_id_and_a_code_are_trimmed_with_a_warning(folde
     (row,) = answered_rows(folder, 1)
     set_cells(folder, "measurements", SCORE, {row: " 3 "})
     ids = set_cells(folder, "citizens", "gender", {1: " F", 2: "M "})
-    citizen = rows(folder, "citizens")[0]["citizen_id"]
+    citizen = read_rows(folder, "citizens")[0]["citizen_id"]
     set_cells(folder, "citizens", "jobcentre", {1: " Aarhus "})
 
     dataset, warnings = read_dataset(folder)
@@ -102,7 +90,7 @@ def test_spaces_around_a_score_an_id_and_a_code_are_trimmed_with_a_warning(folde
 
 
 def test_an_id_with_spaces_is_trimmed_and_still_referenced(folder: Path) -> None:
-    citizen = rows(folder, "citizens")[0]["citizen_id"]
+    citizen = read_rows(folder, "citizens")[0]["citizen_id"]
     set_cells(folder, "citizens", "citizen_id", {1: f"{citizen} "})
 
     dataset, warnings = read_dataset(folder)

@@ -3,13 +3,13 @@ grouped by rule with the count of each and a few examples, and shows no citizen'
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 from bip_cli import run_bip
+from csv_tables import read_rows, write_rows
 
 from features.contract import write_dataset
 from features.validation_report import rule_of, validation_report, write_report
@@ -29,29 +29,17 @@ def broken(tmp_path_factory) -> tuple[Path, list[str]]:
     the scores it overwrote (which the report must not show) too."""
     out = tmp_path_factory.mktemp("broken") / "data"
     write_dataset(simulate(60, seed=3, truth_draws=0).dataset, out)
-    measurements = read(out, "measurements")
+    measurements = read_rows(out, "measurements")
     answered = [row for row in measurements if row[SCORE]][:BAD_SCORES]
     assert len(answered) == BAD_SCORES
     for row in answered:
         row[SCORE] = "7"
-    write(out, "measurements", measurements)
-    citizens = read(out, "citizens")
+    write_rows(out, "measurements", measurements)
+    citizens = read_rows(out, "citizens")
     for row in citizens[:BAD_DATES]:
         row["enrolled_on"] = "05/01/2013"
-    write(out, "citizens", citizens)
+    write_rows(out, "citizens", citizens)
     return out, [row["citizen_id"] for row in citizens]
-
-
-def read(folder: Path, table: str) -> list[dict[str, str]]:
-    with (folder / f"{table}.csv").open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def write(folder: Path, table: str, rows: list[dict[str, str]]) -> None:
-    with (folder / f"{table}.csv").open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def test_the_report_lists_every_problem_grouped_by_rule(broken) -> None:
