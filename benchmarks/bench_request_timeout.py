@@ -31,6 +31,7 @@ from bench_serving import (  # this folder is on the path when run as a script
     free_port,
     machine,
     serve,
+    service_env,
     service_token,
     wrk,
 )
@@ -40,15 +41,7 @@ from serving.process import stop_process_tree
 
 def one_load(home: Path, timeout: int, token: str, bodies: list[bytes], clients: int, seconds: float) -> dict:
     """Start the service with `timeout`, warm it for 5 s, load it for `seconds`; wrk's figures."""
-    uri = f"sqlite:///{home / 'mlflow.db'}"
-    env = {
-        **os.environ,
-        "BIP_HOME": str(home),
-        "MLFLOW_TRACKING_URI": uri,
-        "BIP_MODEL_POLL_SECONDS": "5",
-        "BENTOML_CONFIG_OPTIONS": f"services.JobChance.traffic.timeout={timeout}",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    env = {**service_env(home), "BENTOML_CONFIG_OPTIONS": f"services.JobChance.traffic.timeout={timeout}"}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [str(BIN / "bentoml"), "serve", "serving.service:JobChance", "--port", str(port), "--host", "127.0.0.1"]

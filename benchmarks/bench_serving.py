@@ -256,6 +256,18 @@ def subset(dataset, ids):
     )
 
 
+def service_env(home: Path) -> dict[str, str]:
+    """The environment of the servers a benchmark starts: bip's home and tracking store under `home`."""
+    env = {
+        **os.environ,
+        "BIP_HOME": str(home),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "BIP_MODEL_POLL_SECONDS": "5",
+    }
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # mlflow's server runs `uvicorn` from the venv
+    return env
+
+
 def serve(command: list[str], env: dict, log: Path, ready: str, timeout: float = 240) -> subprocess.Popen:
     process = start(command, env, log)
     try:
@@ -303,8 +315,7 @@ def main() -> None:
     home.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{home / 'mlflow.db'}"
     store_url = f"sqlite:///{home / 'store.db'}"
-    env = {**os.environ, "BIP_HOME": str(home), "MLFLOW_TRACKING_URI": uri, "BIP_MODEL_POLL_SECONDS": "5"}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # mlflow's server runs `uvicorn` from the venv
+    env = service_env(home)
     if args.workers != 1:
         env["BENTOML_CONFIG_OPTIONS"] = f"services.JobChance.workers={args.workers}"
 
