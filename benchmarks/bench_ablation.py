@@ -34,7 +34,7 @@ from features.contract import read_dataset
 from training.config import CHAMPION_CANDIDATE, TrainConfig
 from training.data import FEATURE_GROUPS, group_columns, plain_columns, with_weights
 from training.evaluation import read_truth, truth_of
-from training.learners import Learner, plain_learner, xgboost_learner
+from training.learners import Learner, champion_learner, logit_learner, plain_learner, xgboost_learner
 from training.learning_curve import citizen_split, encoded, fit_family, test_scores
 from training.validation import learn_encoding
 
@@ -59,14 +59,11 @@ class Variant:
 
 
 def champion(catalogue: pd.DataFrame, config: TrainConfig, **changes) -> Learner:
-    monotone = changes.pop("monotone", True)
-    return xgboost_learner(
-        CHAMPION_CANDIDATE,
-        catalogue["monotone"].tolist() if monotone else None,
-        list(catalogue["name"]),
-        config,
-        **changes,
-    )
+    """The champion candidate's family (trees blended with the linear part) with `changes`; without
+    monotone constraints (`monotone=False`) on trees and linear part alike."""
+    if changes.pop("monotone", True):
+        return champion_learner(catalogue, config, **changes)
+    return xgboost_learner(CHAMPION_CANDIDATE, None, list(catalogue["name"]), config, linear=True, **changes)
 
 
 def without(group: str) -> Callable[[pd.DataFrame, TrainConfig], Learner]:
@@ -120,6 +117,17 @@ VARIANTS: dict[str, Variant] = {
             "unweighted trees + grown grid",
             lambda c, k: champion(c, k, weight_power=0.0),
             config=grown,
+        ),
+        Variant(
+            "logit",
+            "the logit family alone (all columns, censoring weights)",
+            lambda c, k: logit_learner("logit", None),
+        ),
+        Variant(
+            "trees_only",
+            "the champion's trees without the linear part",
+            champion,
+            config=lambda c: replace(c, linear_shares=(0.0,)),
         ),
     ]
 }

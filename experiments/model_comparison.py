@@ -109,14 +109,11 @@ def metric_plot(table: pd.DataFrame) -> Figure:
 def shap_importance(result, split) -> pd.Series:
     """Mean |SHAP contribution| per indicator (and other group) of a booster family's out-of-time
     model on the out-of-time rows, on the calibrated log-odds scale."""
-    import xgboost as xgb
-
     from training.evaluation import importance_by_indicator
 
     catalogue = split.encoding.catalogue
     names = list(catalogue["name"])
-    matrix = xgb.DMatrix(split.X_test, missing=np.nan, feature_names=split.encoding.feature_names)
-    contributions = np.asarray(result.oot_predictor.booster.predict(matrix, pred_contribs=True)) * result.calibration[0]
+    contributions = result.oot_predictor.contributions(split.X_test) * result.calibration[0]
     return importance_by_indicator(
         contributions[:, : len(names)], names, dict(zip(names, catalogue["belongs_to"], strict=True))
     )

@@ -18,6 +18,8 @@ and is the same `JobChanceModel` that the service loads.
 
 The early-stopped fit is `training.learners.boosted`, the one the in-memory learner uses, here with
 xgboost.dask's `train` bound to the client; only the matrices differ (a DaskQuantileDMatrix per set).
+The champion's linear part (training/linear.py) is not fitted here: it would need the whole matrix
+in one process. The model registered from Dask is the trees alone (`linear_share` 0).
 """
 
 from __future__ import annotations

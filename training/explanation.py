@@ -2,7 +2,8 @@
 importance tables.
 
 The contributions are XGBoost's `pred_contribs` (exact TreeSHAP, the values shap.TreeExplainer
-gives), scaled by the Platt slope and shifted by its intercept so that a row adds up to the calibrated
+gives), plus the linear part's exact terms where the champion is blended (training/linear.py), each
+weighted by its share, scaled by the Platt slope and shifted by its intercept so that a row adds up to the calibrated
 log-odds. They are summed per indicator (a citizen's and a caseworker's score of one indicator, their
 changes) or group (`belongs_to` in the feature catalogue), as the caseworker page shows them, and
 shap draws:

@@ -1,6 +1,10 @@
 """The model families training compares, each a `Learner`: its grid and how to fit one grid point,
 early-stopped on validation rows when they are given.
 
+The champion candidate's trees are blended with a monotone logistic regression (training/linear.py,
+`BlendedPredictor`): per grid point, the linear part's penalty and its share of the log-odds are chosen
+on the same held-out citizens that stop the boosting early.
+
 The XGBoost parameters (`xgboost_params`) and the early-stopped boosting (`boosted`) are shared with
 xgboost.dask (training/distributed.py), so both paths fit the champion candidate the same way.
 """
@@ -20,8 +24,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from training.config import PLAIN, TrainConfig
+from training.config import CHAMPION_CANDIDATE, PLAIN, TrainConfig
 from training.data import plain_columns
+from training.linear import LinearPart, fit_linear, weighted_log_loss
 
 LOGIT_GRID: tuple[dict[str, float], ...] = ({"C": 0.01}, {"C": 0.1})
 HGB_GRID: tuple[dict[str, float], ...] = ({"max_leaf_nodes": 7, "learning_rate": 0.1},)
@@ -29,6 +34,10 @@ HGB_GRID: tuple[dict[str, float], ...] = ({"max_leaf_nodes": 7, "learning_rate":
 
 class Predictor(Protocol):
     def margin(self, X: np.ndarray) -> np.ndarray: ...
+
+
+# The parameters a fit chooses itself (besides a grid point's): a refit without validation rows reuses them.
+FIT_CHOSEN: tuple[str, ...] = ("n_estimators", "linear_share", "linear_c")
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,52 @@ class BoosterPredictor:
     def margin(self, X: np.ndarray) -> np.ndarray:
         X = X if self.columns is None else X[:, self.columns]
         return np.asarray(self.booster.inplace_predict(X, predict_type="margin"), dtype=float)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """TreeSHAP contributions to the margin (rows x all matrix columns + 1, the base value last)."""
+        used = X if self.columns is None else X[:, self.columns]
+        raw = np.asarray(
+            self.booster.predict(xgb.DMatrix(used, missing=np.nan), pred_contribs=True, validate_features=False),
+            dtype=float,
+        )
+        if self.columns is None:
+            return raw
+        out = np.zeros((len(X), X.shape[1] + 1))
+        out[:, self.columns], out[:, -1] = raw[:, :-1], raw[:, -1]
+        return out
+
+
+@dataclass(frozen=True)
+class BlendedPredictor:
+    """Trees and a linear part on the same columns, blended on the log-odds:
+    (1 - share) * the trees' margin + share * the linear part's."""
+
+    trees: BoosterPredictor
+    linear: LinearPart
+    share: float
+
+    @property
+    def booster(self) -> xgb.Booster:
+        return self.trees.booster
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        used = X if self.trees.columns is None else X[:, self.trees.columns]
+        return (1.0 - self.share) * self.trees.margin(X) + self.share * self.linear.margin(used)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Exact contributions to the blended margin: the trees' TreeSHAP and the linear part's, weighted."""
+        out = (1.0 - self.share) * self.trees.contributions(X)
+        columns = np.arange(X.shape[1]) if self.trees.columns is None else self.trees.columns
+        out[:, columns] += self.share * self.linear.contributions(X[:, columns])
+        out[:, -1] += self.share * self.linear.intercept
+        return out
+
+
+def blend_of(predictor: Predictor) -> tuple[LinearPart | None, float]:
+    """The linear part and its share of a fitted predictor (None, 0 for trees alone)."""
+    if isinstance(predictor, BlendedPredictor):
+        return predictor.linear, predictor.share
+    return None, 0.0
 
 
 @dataclass(frozen=True)
@@ -144,14 +199,19 @@ def xgboost_learner(
     config: TrainConfig,
     columns: np.ndarray | None = None,
     weight_power: float | None = None,
+    linear: bool = False,
 ) -> Learner:
     """XGBoost (hist); `monotone` +1 entries constrain those columns. With `columns`, on those matrix
     columns only (`monotone` and `feature_names` then describe the full matrix). The trees fit on the
-    weights to `weight_power` (default `config.tree_weight_power`, see `tree_weights`)."""
+    weights to `weight_power` (default `config.tree_weight_power`, see `tree_weights`). With `linear`
+    (and a positive share in `config.linear_shares`), blended with a monotone logistic regression on
+    the same columns and weights (`BlendedPredictor`)."""
     power = config.tree_weight_power if weight_power is None else weight_power
     names = list(feature_names) if columns is None else [feature_names[j] for j in columns]
     kept = None if monotone is None or columns is None else [monotone[j] for j in columns]
     fixed = xgboost_params(monotone if columns is None else kept, config)
+    blended = linear and any(share > 0 for share in config.linear_shares)
+    linear_fits = _LinearFits(monotone if columns is None else kept, config.linear_cs)
 
     def fit(X, y, w, params, valid):
         X = X if columns is None else X[:, columns]
@@ -162,12 +222,62 @@ def xgboost_learner(
         if valid is not None:
             check_X = valid.X if columns is None else valid.X[:, columns]
             check = xgb.DMatrix(check_X, label=valid.y, weight=tree_weights(valid.w, power), missing=np.nan)
-        fitted = boosted(xgb.train, {**fixed, **params}, train, config, check)
+        tree_params = {k: v for k, v in params.items() if k not in FIT_CHOSEN[1:]}
+        fitted = boosted(xgb.train, {**fixed, **tree_params}, train, config, check)
         fitted.booster.feature_names = names
-        grid_point = {k: v for k, v in params.items() if k != "n_estimators"}
-        return BoosterPredictor(fitted.booster, columns), {**grid_point, "n_estimators": fitted.rounds}
+        grid_point = {k: v for k, v in params.items() if k not in FIT_CHOSEN}
+        trees = BoosterPredictor(fitted.booster)
+        chosen = {**grid_point, "n_estimators": fitted.rounds}
+        if not blended:
+            return _on_columns(trees, columns), chosen
+        weights = tree_weights(w, power)
+        if valid is None:
+            share, c = float(params.get("linear_share", 0.0)), float(params.get("linear_c", config.linear_cs[0]))
+            part = fit_linear(X, y, weights, c, linear_fits.monotone) if share > 0 else None
+        else:
+            checked = Validation(check_X, valid.y, valid.w)
+            c, part = linear_fits.best(X, y, weights, checked)
+            share = min(
+                config.linear_shares,
+                key=lambda s: weighted_log_loss(checked.y, _blend(trees, part, s).margin(check_X), checked.w),
+            )
+        chosen = {**chosen, "linear_share": share, "linear_c": c}
+        return _on_columns(_blend(trees, part, share), columns), chosen
 
     return Learner(name, config.xgboost_grid, fit, booster=True)
+
+
+def _blend(trees: BoosterPredictor, part: LinearPart | None, share: float) -> Predictor:
+    return trees if part is None or share == 0 else BlendedPredictor(trees, part, share)
+
+
+def _on_columns(predictor: Predictor, columns: np.ndarray | None) -> Predictor:
+    """The predictor (fitted on the matrix columns `columns`) reading those columns of a full matrix."""
+    if columns is None:
+        return predictor
+    if isinstance(predictor, BlendedPredictor):
+        return BlendedPredictor(BoosterPredictor(predictor.booster, columns), predictor.linear, predictor.share)
+    return BoosterPredictor(predictor.booster, columns)
+
+
+@dataclass
+class _LinearFits:
+    """The linear part for each penalty C, fitted once per training set and reused by every grid point
+    of the trees (they share the rows and the held-out citizens)."""
+
+    monotone: Sequence[int] | None
+    cs: Sequence[float]
+    _key: tuple = ()
+    _best: tuple[float, LinearPart] | None = None
+
+    def best(self, X: np.ndarray, y: np.ndarray, w: np.ndarray, valid: Validation) -> tuple[float, LinearPart]:
+        """The C (and its fit) with the lowest weighted log loss on `valid`."""
+        key = (X.shape, float(np.sum(w)), float(np.sum(y)), float(np.nansum(X[:: max(1, len(X) // 97)])))
+        if key != self._key or self._best is None:
+            fits = [(c, fit_linear(X, y, w, c, self.monotone)) for c in self.cs]
+            self._key = key
+            self._best = min(fits, key=lambda f: weighted_log_loss(valid.y, f[1].margin(valid.X), valid.w))
+        return self._best
 
 
 def plain_learner(catalogue: pd.DataFrame, config: TrainConfig) -> Learner:
@@ -253,12 +363,20 @@ def hgb_learner(name: str, config: TrainConfig, bins: int = 64) -> Learner:
     return Learner(name, HGB_GRID, fit)
 
 
+def champion_learner(catalogue: pd.DataFrame, config: TrainConfig, **changes: Any) -> Learner:
+    """The champion candidate's family: monotone XGBoost on every column, blended with a monotone
+    logistic regression (`config.linear_shares`); `changes` go to `xgboost_learner`."""
+    return xgboost_learner(
+        CHAMPION_CANDIDATE, catalogue["monotone"].tolist(), list(catalogue["name"]), config, linear=True, **changes
+    )
+
+
 def learners(catalogue: pd.DataFrame, config: TrainConfig) -> dict[str, Learner]:
     """The model families of a training run, by name, on the columns of `catalogue`."""
     names = list(catalogue["name"])
     background = np.flatnonzero(catalogue["kind"].to_numpy() == "background")
     made = {
-        "xgboost_monotone": xgboost_learner("xgboost_monotone", catalogue["monotone"].tolist(), names, config),
+        CHAMPION_CANDIDATE: champion_learner(catalogue, config),
         "xgboost": xgboost_learner("xgboost", None, names, config),
         "logit": logit_learner("logit", None),
         "background_only": logit_learner("background_only", background),

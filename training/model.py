@@ -1,13 +1,15 @@
 """`JobChanceModel`: the trained model every later stage uses, and its MLflow pyfunc form.
 
-One object holds the booster, the encoding learned at fit (numeric columns and one-hot categories),
-the Platt calibration on the margin and the feature catalogue. The explanation it gives is on the
+One object holds the booster, the optional linear part blended with it on the log-odds
+(training/linear.py), the encoding learned at fit (numeric columns and one-hot categories), the Platt
+calibration on the margin and the feature catalogue. The explanation it gives is on the
 calibrated log-odds scale: calibration is a*margin + b with a > 0, so per-feature contributions
 times a, plus a*base + b, sum exactly to the calibrated log-odds whose probability the user sees.
 
 `matrix` encodes a build_features frame (batch scoring, training); `matrix_of` the same rows straight
 from the feature core's arrays (`features.build.FeatureArrays`), as serving does per request, with
-identical values. `probability` and `contributions` run XGBoost's own prediction on that matrix.
+identical values. `probability` and `contributions` run XGBoost's own prediction on that matrix (TreeSHAP for the
+trees) plus, where there is a linear part, its exact per-column terms, both weighted by their share.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import xgboost as xgb
 from features.build import FeatureArrays, column_positions
 from features.catalogue import SCORE_COLUMNS, SCORE_MAX, SCORE_MIN
 from features.feature_catalogue import CATEGORICAL_FEATURES, CATEGORY_LEVELS, NUMERIC_FEATURES, feature_catalogue
+from training.linear import LinearPart
 
 if TYPE_CHECKING:
     from bip.settings import Settings
@@ -196,7 +199,9 @@ def expit(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class JobChanceModel:
-    """The calibrated job-chance model: booster, encoding, Platt calibration, catalogue, provenance."""
+    """The calibrated job-chance model: booster (and linear part), encoding, Platt calibration,
+    catalogue, provenance. The margin is (1 - linear_share) * the booster's + linear_share * the linear
+    part's; without a linear part, the booster's alone."""
 
     booster: xgb.Booster
     feature_names: list[str]
@@ -206,6 +211,8 @@ class JobChanceModel:
     horizon_months: int = 12
     training_fingerprint: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    linear: LinearPart | None = None
+    linear_share: float = 0.0
 
     def __post_init__(self) -> None:
         n_onehot = sum(len(v) for v in self.categories.values())
@@ -217,6 +224,11 @@ class JobChanceModel:
         self.calibration = (float(self.calibration[0]), float(self.calibration[1]))
         if self.calibration[0] <= 0:
             raise ValueError("the calibration slope must be positive (a monotone map of the margin)")
+        self.linear_share = float(self.linear_share) if self.linear is not None else 0.0
+        if not 0.0 <= self.linear_share < 1.0:
+            raise ValueError("linear_share must be in [0, 1): the trees keep a part of every prediction")
+        if self.linear is not None and len(self.linear.slope) != len(self.feature_names):
+            raise ValueError("the linear part must have one slope per feature name")
 
     @property
     def input_columns(self) -> list[str]:
@@ -248,8 +260,11 @@ class JobChanceModel:
         return out
 
     def margin(self, X: np.ndarray) -> np.ndarray:
-        """The booster's raw log-odds, before calibration."""
-        return np.asarray(self.booster.inplace_predict(X, predict_type="margin"), dtype=float)
+        """The raw log-odds (the booster's, blended with the linear part's), before calibration."""
+        trees = np.asarray(self.booster.inplace_predict(X, predict_type="margin"), dtype=float)
+        if self.linear is None:
+            return trees
+        return (1.0 - self.linear_share) * trees + self.linear_share * self.linear.margin(X)
 
     def log_odds(self, X: np.ndarray) -> np.ndarray:
         """The calibrated log-odds a*margin + b."""
@@ -267,6 +282,11 @@ class JobChanceModel:
         # One thread and no name check: building a DMatrix with every thread dominates a small request.
         matrix = xgb.DMatrix(X, missing=np.nan, nthread=1)
         raw = np.asarray(self.booster.predict(matrix, pred_contribs=True, validate_features=False), dtype=float)
+        if self.linear is not None:
+            share = self.linear_share
+            raw *= 1.0 - share
+            raw[:, :-1] += share * self.linear.contributions(X)
+            raw[:, -1] += share * self.linear.intercept
         out = raw * a
         out[:, -1] += b
         return out
@@ -300,6 +320,8 @@ class JobChanceModel:
             "training_fingerprint": self.training_fingerprint,
             "metrics": self.metrics,
             "catalogue": self.catalogue.to_dict(orient="records"),
+            "linear": None if self.linear is None else self.linear.to_json(),
+            "linear_share": self.linear_share,
         }
 
     def save(self, folder: Path) -> dict[str, str]:
@@ -329,6 +351,9 @@ def model_from_files(booster_path: Path | str, model_path: Path | str, nthread: 
         horizon_months=data["horizon_months"],
         training_fingerprint=data["training_fingerprint"],
         metrics=data["metrics"],
+        # Models saved before the linear part have none.
+        linear=LinearPart.from_json(data["linear"]) if data.get("linear") else None,
+        linear_share=data.get("linear_share", 0.0),
     )
 
 

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 
 from training import evaluation
 from training.config import TrainConfig
@@ -278,9 +277,7 @@ def log_family(run: RunLog, result: FamilyResult, learner: Learner, split: Split
     if learner.booster:
         rows = explanation_sample(split, config)
         X = split.X_test[rows]
-        raw = result.oot_predictor.booster.predict(
-            xgb.DMatrix(X, missing=np.nan), pred_contribs=True, validate_features=False
-        )
+        raw = result.oot_predictor.contributions(X)  # TreeSHAP, plus the linear part's terms where blended
         a, b = result.calibration
         # On the calibrated log-odds: contributions times the Platt slope, the base shifted by its intercept.
         contributions = raw * a

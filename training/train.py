@@ -33,7 +33,8 @@ from training.calibration import calibrated, platt
 from training.config import CHAMPION_CANDIDATE, TrainConfig
 from training.data import fingerprint, labelled_rows
 from training.evaluation import evaluation_metrics, headline, truth_of
-from training.learners import Learner, Predictor, learners, xgboost_learner
+from training.learners import Learner, Predictor, blend_of, champion_learner, learners
+from training.linear import LinearPart
 from training.model import JobChanceModel, encode
 from training.model_card import card_facts, log_model_card
 from training.tracking import (
@@ -112,18 +113,18 @@ def fit_job_chance_model(
     config: TrainConfig,
     metrics: Mapping[str, float] | None = None,
 ) -> JobChanceModel:
-    """The monotone XGBoost JobChanceModel fitted on every row of `frame` with a label and a positive
-    `ipcw_weight` (weighted by it: apply `with_weights` first), calibrated with `calibration`."""
+    """The monotone XGBoost JobChanceModel (blended with its linear part where `params` give it a share)
+    fitted on every row of `frame` with a label and a positive `ipcw_weight` (weighted by it: apply
+    `with_weights` first), calibrated with `calibration`."""
     encoding = learn_encoding(frame)
     labelled = labelled_rows(frame)
     X = encode(frame[labelled], encoding.numeric, encoding.categories)
-    learner = xgboost_learner(
-        CHAMPION_CANDIDATE, encoding.catalogue["monotone"].tolist(), encoding.feature_names, config
-    )
+    learner = champion_learner(encoding.catalogue, config)
     predictor, _ = learner.fit(
         X, frame["label"].to_numpy(float)[labelled], frame["ipcw_weight"].to_numpy(float)[labelled], dict(params), None
     )
-    return champion_model(predictor.booster, encoding, calibration, config, fingerprint(frame), metrics)
+    linear, share = blend_of(predictor)
+    return champion_model(predictor.booster, encoding, calibration, config, fingerprint(frame), metrics, linear, share)
 
 
 def champion_model(
@@ -133,9 +134,11 @@ def champion_model(
     config: TrainConfig,
     data_print: Mapping[str, Any],
     metrics: Mapping[str, float] | None = None,
+    linear: LinearPart | None = None,
+    linear_share: float = 0.0,
 ) -> JobChanceModel:
-    """The JobChanceModel of a refitted booster (in memory or on Dask), set to predict on one thread:
-    one is fastest for a request of a few rows."""
+    """The JobChanceModel of a refitted booster (in memory or on Dask) and its linear part, if any, set
+    to predict on one thread: one is fastest for a request of a few rows."""
     booster.set_param({"nthread": 1})
     return JobChanceModel(
         booster=booster,
@@ -146,6 +149,8 @@ def champion_model(
         horizon_months=config.horizon_months,
         training_fingerprint=dict(data_print),
         metrics=dict(metrics or {}),
+        linear=linear,
+        linear_share=linear_share,
     )
 
 

@@ -28,7 +28,8 @@ from features.build import build_features
 from features.dataset import Dataset
 from training.config import TrainConfig
 from training.data import labelled_rows, with_weights
-from training.learners import Learner, Validation
+from training.learners import FIT_CHOSEN, Learner, Validation
+from training.linear import weighted_log_loss
 from training.model import encode, encoded_names, learn_categories, model_catalogue, model_inputs
 
 MIN_LABELLED = 10
@@ -89,12 +90,6 @@ def held_out_citizens(citizen_ids: np.ndarray, share: float, seed: int) -> np.nd
     return member[codes]
 
 
-def weighted_log_loss(y: np.ndarray, margin: np.ndarray, w: np.ndarray) -> float:
-    """IPCW-weighted log loss of margins (log-odds)."""
-    loss = np.logaddexp(0.0, margin) - y * margin
-    return float(np.sum(w * loss) / np.sum(w))
-
-
 @dataclass
 class CrossValidation:
     """Out-of-fold margins for every row (labelled or not) and the inner-validation score of every
@@ -142,13 +137,17 @@ def cross_validate(
 
 
 def chosen_params(trials: pd.DataFrame) -> dict[str, Any]:
-    """The grid point with the lowest mean inner log loss over folds, with the median number of trees
-    its folds stopped at (when it has one)."""
+    """The grid point with the lowest mean inner log loss over folds, with the median over its folds of
+    what each fit chose itself (`FIT_CHOSEN`: the number of trees early stopping kept, the linear part's
+    share and penalty), where the family has them."""
     mean = trials.groupby("grid_point")["inner_log_loss"].mean()
     point = mean.idxmin()
     params: dict[str, Any] = json.loads(point)
-    if "n_estimators" in trials:
-        params["n_estimators"] = int(np.median(trials.loc[trials["grid_point"] == point, "n_estimators"]))
+    folds = trials[trials["grid_point"] == point]
+    for name in FIT_CHOSEN:
+        if name in folds:
+            median = float(np.median(folds[name]))
+            params[name] = int(median) if name == "n_estimators" else median
     return params
 
 

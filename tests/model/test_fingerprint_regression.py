@@ -2,10 +2,14 @@
 
 A small simulated dataset (fixed seed) goes through `build_features` and the training weights, and
 the champion family is cross-validated, calibrated, fitted out of time and refitted on everything
-with a tiny fixed configuration. Every column of the feature frame is hashed bit for bit and the
-predictions are hashed after rounding to 1e-9 (far below any real change, above the last-bit noise
-a reordered sum could add). The stored values in `fingerprint_regression.json` were made by the
-code before the refactor of issue #16; a change that moves code must keep them.
+with a tiny fixed configuration: the trees alone, and apart from them the trees blended with the
+linear part (training/linear.py) as the default recipe does. Every column of the feature frame is
+hashed bit for bit and the trees' predictions are hashed after rounding to 1e-9 (far below any real
+change, above the last-bit noise a reordered sum could add). The blend's linear part is an iterative
+fit whose last digits follow the machine's BLAS, so its predictions are compared by their mean, first
+values and deciles to 1e-6, and its choices (trees, share, penalty) exactly. The stored values in
+`fingerprint_regression.json` were made by the code before the refactor of issue #16 (the blend's
+when it was added, issue #18); a change that moves code must keep them.
 
 A deliberate change of features or model regenerates them, with the reason in the commit:
     .venv/bin/python tests/model/test_fingerprint_regression.py
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +30,7 @@ import pytest
 from features.build import build_features
 from features.dataset import Dataset
 from simulator.simulation import simulate
-from training.config import TrainConfig
+from training.config import LINEAR_CS, LINEAR_SHARES, TrainConfig
 from training.data import with_weights
 from training.learners import learners
 from training.train import fit_job_chance_model, train_family
@@ -43,7 +48,9 @@ CONFIG = TrainConfig(
     early_stopping_rounds=10,
     shap_rows=100,
     seed=SEED,
+    linear_shares=(0.0,),  # the trees alone, as before the linear part; the blend is fingerprinted apart
 )
+BLENDED = replace(CONFIG, linear_shares=LINEAR_SHARES, linear_cs=LINEAR_CS)
 CUTOFF = pd.Timestamp("2015-07-01")  # fixed, so that a change of the cutoff rule shows in its own test
 
 
@@ -66,6 +73,7 @@ def rounded(p: np.ndarray) -> dict[str, Any]:
         "rows": len(p),
         "mean": float(np.mean(p)),
         "first": [float(v) for v in p[:3]],
+        "deciles": [float(v) for v in np.quantile(p, np.linspace(0.1, 0.9, 9))],
         "hash": sha(np.round(p, DECIMALS)),
     }
 
@@ -83,13 +91,21 @@ def current() -> dict[str, Any]:
     dataset = simulate(CITIZENS, seed=SEED, truth_draws=0).dataset
     frame = with_weights(build_features(dataset, horizon_months=CONFIG.horizon_months), 12, CONFIG.weighting)
     split = split_at(frame, CUTOFF, CONFIG)
-    learner = learners(split.encoding.catalogue, CONFIG)["xgboost_monotone"]
-    family = train_family(learner, split, None, CONFIG)
-    model = fit_job_chance_model(frame, family.params, family.calibration, CONFIG)
     return {
         "dataset": dataset_hashes(dataset),
         "feature_columns": column_hashes(frame),
         "encoded_features": split.encoding.feature_names,
+        **champion_family(frame, split, CONFIG),
+        "blended": champion_family(frame, split, BLENDED),
+    }
+
+
+def champion_family(frame: pd.DataFrame, split, config: TrainConfig) -> dict[str, Any]:
+    """The champion family's choice, calibration and predictions under `config`."""
+    learner = learners(split.encoding.catalogue, config)["xgboost_monotone"]
+    family = train_family(learner, split, None, config)
+    model = fit_job_chance_model(frame, family.params, family.calibration, config)
+    return {
         "chosen": family.params,
         "calibration": [round(v, DECIMALS) for v in family.calibration],
         "cv_probability": rounded(family.cv_probability),
@@ -116,10 +132,17 @@ def test_every_feature_column_is_unchanged_bit_for_bit(fingerprints):
     assert now["encoded_features"] == stored["encoded_features"]
 
 
+@pytest.mark.parametrize("recipe", ["trees", "blended"])
 @pytest.mark.parametrize("part", ["cv_probability", "oot_probability", "model_probability"])
-def test_the_champion_familys_predictions_are_unchanged(fingerprints, part):
-    stored, now = fingerprints
+def test_the_champion_familys_predictions_are_unchanged(fingerprints, part, recipe):
+    stored, now = (f if recipe == "trees" else f["blended"] for f in fingerprints)
     assert now["chosen"] == stored["chosen"]
+    if recipe == "blended":
+        assert now[part]["rows"] == stored[part]["rows"]
+        summary = [now[part]["mean"], *now[part]["first"], *now[part]["deciles"]]
+        expected = [stored[part]["mean"], *stored[part]["first"], *stored[part]["deciles"]]
+        np.testing.assert_allclose(summary, expected, rtol=0, atol=1e-6, err_msg=part)
+        return
     assert now["calibration"] == stored["calibration"]
     # The hash decides; mean and first values only say by how much it moved.
     assert (now[part]["rows"], now[part]["hash"]) == (stored[part]["rows"], stored[part]["hash"]), (
