@@ -35,7 +35,9 @@ def free_port() -> int:
 
 
 def small_train_config(seed: int, models: tuple[str, ...] = ("xgboost_monotone",), max_rounds: int = 80):
-    """The champion family (and any other `models`), two folds, one grid point, few trees: seconds, not minutes."""
+    """The champion family (and any other `models`), two folds, one grid point, few trees: seconds, not
+    minutes. The champion is always blended with its linear part (half the log-odds), so that what the
+    service and the page explain includes the linear part's terms."""
     from training.config import TrainConfig
 
     return TrainConfig(
@@ -46,6 +48,7 @@ def small_train_config(seed: int, models: tuple[str, ...] = ("xgboost_monotone",
         max_rounds=max_rounds,
         shap_rows=200,
         seed=seed,
+        linear_shares=(0.5,),
     )
 
 

@@ -138,6 +138,7 @@ def test_contributions_sum_to_the_calibrated_log_odds(served):
     # The same numbers as the model itself gives for the build_features row, in-process.
     mlflow.set_tracking_uri(served.tracking_uri)
     model = load_model(f"models:/{MODEL_NAME}/{prediction['model']['version']}")
+    assert model.linear is not None and model.linear_share == 0.5  # the blend is what is explained here
     history = history_from_dataset(served.dataset, citizen)
     row = build_features(history_dataset([history]), model.horizon_months).tail(1)
     contributions = model.contributions(model.matrix(row))[0]
