@@ -218,8 +218,13 @@ def ensure_champion(home: Path, dataset, train_citizens: int) -> None:
     subset = Dataset(
         **{n: t[t["citizen_id"].isin(ids)] if "citizen_id" in t else t for n, t in dataset.tables().items()}
     )
+    # A blended champion (half its log-odds from the linear part), so that serving pays for both parts.
     config = TrainConfig(
-        folds=2, n_boot=5, models=("xgboost_monotone",), xgboost_grid=({"max_depth": 4, "learning_rate": 0.1},)
+        folds=2,
+        n_boot=5,
+        models=("xgboost_monotone",),
+        xgboost_grid=({"max_depth": 4, "learning_rate": 0.1},),
+        linear_shares=(0.5,),
     )
     train(subset, uri, home / "mlartifacts", "bip-job-chance", MODEL_NAME, config)
 

@@ -34,7 +34,7 @@ import pandas as pd
 
 from features.contract import read_dataset
 from simulator.simulation import load_scenario, simulate_to_folder, truth_folder
-from training.config import MODEL_NAMES, TrainConfig
+from training.config import LINEAR_SHARES, MODEL_NAMES, TrainConfig
 from training.evaluation import read_truth
 from training.train import train
 
@@ -213,6 +213,13 @@ def main() -> None:
     parser.add_argument("--weightings", nargs="+", default=["dropout"], help="IPCW weightings to compare.")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bip-bench")
     parser.add_argument("--write", type=Path, help="Markdown file to write the results to.")
+    parser.add_argument(
+        "--linear-shares",
+        type=float,
+        nargs="+",
+        default=list(LINEAR_SHARES),
+        help="Shares of the champion's linear part to choose from (0: the trees alone).",
+    )
     args = parser.parse_args()
     results = []
     for scale in args.scales:
@@ -227,8 +234,10 @@ def main() -> None:
                 n_boot=args.n_boot,
                 weighting=weighting,
                 models=MODEL_NAMES,
+                linear_shares=tuple(args.linear_shares),
             )
-            label = f"{scale}x, {weighting} IPCW, n_jobs={args.n_jobs}"
+            blend = "" if tuple(args.linear_shares) == LINEAR_SHARES else f", linear shares {args.linear_shares}"
+            label = f"{scale}x, {weighting} IPCW, n_jobs={args.n_jobs}{blend}"
             print(f"training {label} on {data} ...", flush=True)
             results.append(measure(data, config, label))
             print(f"  {results[-1].wall_s:.0f} s wall, {results[-1].cpu_s:.0f} s CPU", flush=True)

@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 
 from training.config import CHAMPION_CANDIDATE, PLAIN, TrainConfig
 from training.data import plain_columns
-from training.linear import LinearPart, fit_linear, weighted_log_loss
+from training.linear import LinearPart, fit_linear, fit_linear_path, weighted_log_loss
 
 LOGIT_GRID: tuple[dict[str, float], ...] = ({"C": 0.01}, {"C": 0.1})
 HGB_GRID: tuple[dict[str, float], ...] = ({"max_leaf_nodes": 7, "learning_rate": 0.1},)
@@ -37,7 +37,8 @@ class Predictor(Protocol):
 
 
 # The parameters a fit chooses itself (besides a grid point's): a refit without validation rows reuses them.
-FIT_CHOSEN: tuple[str, ...] = ("n_estimators", "linear_share", "linear_c")
+BLEND_CHOSEN: tuple[str, ...] = ("linear_share", "linear_c")
+FIT_CHOSEN: tuple[str, ...] = ("n_estimators", *BLEND_CHOSEN)
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ def xgboost_learner(
         if valid is not None:
             check_X = valid.X if columns is None else valid.X[:, columns]
             check = xgb.DMatrix(check_X, label=valid.y, weight=tree_weights(valid.w, power), missing=np.nan)
-        tree_params = {k: v for k, v in params.items() if k not in FIT_CHOSEN[1:]}
+        tree_params = {k: v for k, v in params.items() if k not in BLEND_CHOSEN}
         fitted = boosted(xgb.train, {**fixed, **tree_params}, train, config, check)
         fitted.booster.feature_names = names
         grid_point = {k: v for k, v in params.items() if k not in FIT_CHOSEN}
@@ -274,7 +275,7 @@ class _LinearFits:
         """The C (and its fit) with the lowest weighted log loss on `valid`."""
         key = (X.shape, float(np.sum(w)), float(np.sum(y)), float(np.nansum(X[:: max(1, len(X) // 97)])))
         if key != self._key or self._best is None:
-            fits = [(c, fit_linear(X, y, w, c, self.monotone)) for c in self.cs]
+            fits = list(zip(self.cs, fit_linear_path(X, y, w, self.cs, self.monotone), strict=True))
             self._key = key
             self._best = min(fits, key=lambda f: weighted_log_loss(valid.y, f[1].margin(valid.X), valid.w))
         return self._best

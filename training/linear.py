@@ -73,32 +73,37 @@ class _Design:
     scale_missing: np.ndarray
 
 
-def _design(X: np.ndarray) -> _Design:
-    missing = np.isnan(X)
-    with np.errstate(all="ignore"):
-        median = np.nanmedian(np.where(missing.all(axis=0), 0.0, X), axis=0)
-    imputed = np.where(missing, median, X)
-    gappy = np.flatnonzero(missing.any(axis=0))
-    indicators = missing[:, gappy].astype(float)
-    return _Design(
-        median,
-        imputed.mean(axis=0),
-        _nonzero(imputed.std(axis=0)),
-        gappy,
-        indicators.mean(axis=0),
-        _nonzero(indicators.std(axis=0)),
-    )
+def _design(columns: np.ndarray) -> _Design:
+    """The standardisation of a matrix given column by column (`columns` = X.T, C-contiguous: a column
+    is a contiguous row of it, which makes these column statistics several times faster)."""
+    missing = np.isnan(columns)
+    median = np.array([np.median(c[~m]) if not m.all() else 0.0 for c, m in zip(columns, missing, strict=True)])
+    imputed = np.where(missing, median[:, None], columns)
+    gappy = np.flatnonzero(missing.any(axis=1))
+    return _Design(median, *_mean_and_scale(imputed), gappy, *_mean_and_scale(missing[gappy].astype(float)))
 
 
-def _nonzero(scale: np.ndarray) -> np.ndarray:
-    return np.where(scale > 0, scale, 1.0)
+def _mean_and_scale(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's (row's of `columns`) mean and standard deviation, 1 where it is constant."""
+    mean = columns.mean(axis=1)
+    squares = np.square(columns - mean[:, None])
+    scale = np.sqrt(squares.sum(axis=1) / max(columns.shape[1], 1))
+    return mean, np.where(scale > 0, scale, 1.0)
 
 
-def _standardised(X: np.ndarray, d: _Design) -> np.ndarray:
-    missing = np.isnan(X)
-    values = (np.where(missing, d.median, X) - d.mean) / d.scale
-    indicators = (missing[:, d.gappy] - d.share_missing) / d.scale_missing
-    return np.hstack([values, indicators])
+def _standardised(columns: np.ndarray, d: _Design) -> np.ndarray:
+    """The design matrix (rows x terms, column-major): the imputed values, then the gappy columns'
+    indicators, each centred and scaled."""
+    missing = np.isnan(columns)
+    k = len(columns)
+    Z = np.empty((k + len(d.gappy), columns.shape[1]))
+    Z[:k] = np.where(missing, d.median[:, None], columns)
+    Z[:k] -= d.mean[:, None]
+    Z[:k] /= d.scale[:, None]
+    Z[k:] = missing[d.gappy]
+    Z[k:] -= d.share_missing[:, None]
+    Z[k:] /= d.scale_missing[:, None]
+    return Z.T
 
 
 def fit_linear(
@@ -106,38 +111,59 @@ def fit_linear(
 ) -> LinearPart:
     """The penalised logistic regression of `y` on `X` with row weights `w` (rows with weight 0 take no
     part); `monotone` +1 entries keep those columns' slopes at 0 or above."""
-    X = np.asarray(X, dtype=float)
+    return fit_linear_path(X, y, w, (C,), monotone)[0]
+
+
+def fit_linear_path(
+    X: np.ndarray, y: np.ndarray, w: np.ndarray, cs: Sequence[float], monotone: Sequence[int] | None = None
+) -> list[LinearPart]:
+    """`fit_linear` for each penalty C in `cs` (in that order), sharing the design: each fit starts from
+    the one with the next stronger penalty, which spares some of the iterations of the weaker ones."""
     y, w = np.asarray(y, dtype=float), np.asarray(w, dtype=float)
     taking = w > 0
-    X, y, w = X[taking], y[taking], w[taking] / w[taking].sum()
-    d = _design(X)
-    Z = _standardised(X, d)
-    n_columns = X.shape[1]
-    penalty = 1.0 / (2.0 * C * len(y))  # scikit-learn's C on the loss summed over rows, here averaged
-
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        margin = theta[0] + Z @ theta[1:]
-        residual = w * (1.0 / (1.0 + np.exp(-margin)) - y)
-        value = float(np.sum(w * (np.logaddexp(0.0, margin) - y * margin)) + penalty * theta[1:] @ theta[1:])
-        return value, np.concatenate([[residual.sum()], Z.T @ residual + 2.0 * penalty * theta[1:]])
-
+    y, w = y[taking], w[taking] / w[taking].sum()
+    columns = np.ascontiguousarray(np.asarray(X)[taking].T, dtype=float)  # one float64 copy, column by column
+    d = _design(columns)
+    Z = _standardised(columns, d)
+    del columns
     up = [] if monotone is None else [j for j, m in enumerate(monotone) if m > 0]
     bounds = [(None, None)] * (1 + Z.shape[1])
     for j in up:
         bounds[1 + j] = (0.0, None)
-    start = np.zeros(1 + Z.shape[1])
-    start[0] = np.log(max(np.sum(w * y), 1e-9) / max(np.sum(w * (1 - y)), 1e-9))
-    # Tight tolerances: the optimum, not the path to it, decides the last digits (BLAS may sum differently).
-    tight = {"maxiter": 5000, "ftol": 1e-13, "gtol": 1e-9}
-    result = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds, options=tight)
-    beta, gamma = result.x[1 : 1 + n_columns], result.x[1 + n_columns :]
+    theta = np.zeros(1 + Z.shape[1])
+    theta[0] = np.log(max(np.sum(w * y), 1e-9) / max(np.sum(w * (1 - y)), 1e-9))
+    parts: dict[int, LinearPart] = {}
+    for k in sorted(range(len(cs)), key=lambda k: cs[k]):
+        penalty = 1.0 / (2.0 * cs[k] * len(y))  # scikit-learn's C on the loss summed over rows, here averaged
+        # Tight tolerances: the optimum, not the path to it, decides the last digits (BLAS may sum differently).
+        tight = {"maxiter": 5000, "ftol": 1e-13, "gtol": 1e-9}
+        theta = minimize(
+            _penalised_loss, theta, args=(Z, y, w, penalty), jac=True, method="L-BFGS-B", bounds=bounds, options=tight
+        ).x
+        parts[k] = _on_raw_scale(theta, d, len(d.median))
+    return [parts[k] for k in range(len(cs))]
+
+
+def _penalised_loss(
+    theta: np.ndarray, Z: np.ndarray, y: np.ndarray, w: np.ndarray, penalty: float
+) -> tuple[float, np.ndarray]:
+    """The weighted log loss (weights summing to 1) plus penalty * ||beta||^2, and its gradient."""
+    margin = theta[0] + Z @ theta[1:]
+    residual = w * (1.0 / (1.0 + np.exp(-margin)) - y)
+    value = float(np.sum(w * (np.logaddexp(0.0, margin) - y * margin)) + penalty * theta[1:] @ theta[1:])
+    return value, np.concatenate([[residual.sum()], Z.T @ residual + 2.0 * penalty * theta[1:]])
+
+
+def _on_raw_scale(theta: np.ndarray, d: _Design, n_columns: int) -> LinearPart:
+    """The fit on the standardised design as per-column terms of the raw matrix."""
+    beta, gamma = theta[1 : 1 + n_columns], theta[1 + n_columns :]
     slope = beta / d.scale
     indicator = np.zeros(n_columns)
     indicator_mean = np.zeros(n_columns)
     indicator[d.gappy] = gamma / d.scale_missing
     indicator_mean[d.gappy] = d.share_missing
     return LinearPart(
-        intercept=float(result.x[0]),
+        intercept=float(theta[0]),
         slope=slope,
         observed=-slope * d.mean - indicator * indicator_mean,
         missing=slope * (d.median - d.mean) + indicator * (1.0 - indicator_mean),

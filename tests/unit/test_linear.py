@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 from training.config import TrainConfig
 from training.learners import BlendedPredictor, Validation, blend_of, champion_learner
-from training.linear import LinearPart, fit_linear, weighted_log_loss
+from training.linear import LinearPart, fit_linear, fit_linear_path, weighted_log_loss
 from training.model import JobChanceModel, model_from_files
 
 N, K = 6000, 6
@@ -104,7 +104,7 @@ def fitted(data, catalogue, config: TrainConfig):
 
 def test_the_share_is_chosen_on_the_held_out_rows_and_a_refit_reuses_it(data, catalogue):
     X, y, w = data
-    config = TrainConfig(max_rounds=200, early_stopping_rounds=10)
+    config = TrainConfig(max_rounds=200, early_stopping_rounds=10, linear_cs=(0.01, 1.0))
     predictor, params = fitted(data, catalogue, config)
     # A world linear in its columns: the held-out rows prefer some of the linear part.
     assert params["linear_share"] > 0 and params["linear_c"] in config.linear_cs
@@ -117,7 +117,7 @@ def test_the_share_is_chosen_on_the_held_out_rows_and_a_refit_reuses_it(data, ca
 
 def test_a_blended_model_explains_exactly_what_it_predicts_and_loads_the_same(data, catalogue, tmp_path):
     X, y, w = data
-    predictor, _ = fitted(data, catalogue, TrainConfig(max_rounds=200, early_stopping_rounds=10))
+    predictor, _ = fitted(data, catalogue, TrainConfig(max_rounds=200, early_stopping_rounds=10, linear_cs=(0.01, 1.0)))
     linear, share = blend_of(predictor)
     model = JobChanceModel(
         booster=predictor.booster,
@@ -138,3 +138,12 @@ def test_a_blended_model_explains_exactly_what_it_predicts_and_loads_the_same(da
     np.testing.assert_array_equal(loaded.log_odds(rows), model.log_odds(rows))
     np.testing.assert_array_equal(loaded.contributions(rows), model.contributions(rows))
     assert isinstance(loaded.booster, xgb.Booster)
+
+
+def test_a_path_of_penalties_gives_each_penalty_its_own_fit(data):
+    X, y, w = data
+    path = fit_linear_path(X, y, w, (1.0, 0.01), monotone=[1, 1, 0, 0, 0, 0])
+    for part, c in zip(path, (1.0, 0.01), strict=True):
+        alone = fit_linear(X, y, w, C=c, monotone=[1, 1, 0, 0, 0, 0])
+        np.testing.assert_allclose(part.margin(X), alone.margin(X), atol=1e-5)
+    assert np.abs(path[0].slope).sum() > np.abs(path[1].slope).sum()  # the weaker penalty, the larger slopes
