@@ -11,6 +11,7 @@ xgboost.dask (training/distributed.py), so both paths fit the champion candidate
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 
 from training.config import CHAMPION_CANDIDATE, PLAIN, TrainConfig
 from training.data import plain_columns
-from training.linear import LinearPart, fit_linear, fit_linear_path, weighted_log_loss
+from training.linear import LinearPart, blended, fit_linear, fit_linear_path, weighted_log_loss
 
 LOGIT_GRID: tuple[dict[str, float], ...] = ({"C": 0.01}, {"C": 0.1})
 HGB_GRID: tuple[dict[str, float], ...] = ({"max_leaf_nodes": 7, "learning_rate": 0.1},)
@@ -59,18 +60,26 @@ class BoosterPredictor:
         X = X if self.columns is None else X[:, self.columns]
         return np.asarray(self.booster.inplace_predict(X, predict_type="margin"), dtype=float)
 
+    def used(self, X: np.ndarray) -> np.ndarray:
+        """The columns of a full matrix the booster was fitted on."""
+        return X if self.columns is None else X[:, self.columns]
+
+    def own_contributions(self, X: np.ndarray) -> np.ndarray:
+        """TreeSHAP contributions to the margin on the booster's own columns (+ 1, the base value last)."""
+        matrix = xgb.DMatrix(self.used(X), missing=np.nan)
+        return np.asarray(self.booster.predict(matrix, pred_contribs=True, validate_features=False), dtype=float)
+
+    def full_width(self, own: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Contributions on the booster's own columns spread over all columns of `X` (0 elsewhere)."""
+        if self.columns is None:
+            return own
+        out = np.zeros((len(X), X.shape[1] + 1))
+        out[:, self.columns], out[:, -1] = own[:, :-1], own[:, -1]
+        return out
+
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """TreeSHAP contributions to the margin (rows x all matrix columns + 1, the base value last)."""
-        used = X if self.columns is None else X[:, self.columns]
-        raw = np.asarray(
-            self.booster.predict(xgb.DMatrix(used, missing=np.nan), pred_contribs=True, validate_features=False),
-            dtype=float,
-        )
-        if self.columns is None:
-            return raw
-        out = np.zeros((len(X), X.shape[1] + 1))
-        out[:, self.columns], out[:, -1] = raw[:, :-1], raw[:, -1]
-        return out
+        return self.full_width(self.own_contributions(X), X)
 
 
 @dataclass(frozen=True)
@@ -87,16 +96,12 @@ class BlendedPredictor:
         return self.trees.booster
 
     def margin(self, X: np.ndarray) -> np.ndarray:
-        used = X if self.trees.columns is None else X[:, self.trees.columns]
-        return (1.0 - self.share) * self.trees.margin(X) + self.share * self.linear.margin(used)
+        return blended(self.trees.margin(X), self.linear, self.share, self.trees.used(X))
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Exact contributions to the blended margin: the trees' TreeSHAP and the linear part's, weighted."""
-        out = (1.0 - self.share) * self.trees.contributions(X)
-        columns = np.arange(X.shape[1]) if self.trees.columns is None else self.trees.columns
-        out[:, columns] += self.share * self.linear.contributions(X[:, columns])
-        out[:, -1] += self.share * self.linear.intercept
-        return out
+        own = blended(self.trees.own_contributions(X), self.linear, self.share, self.trees.used(X))
+        return self.trees.full_width(own, X)
 
 
 def blend_of(predictor: Predictor) -> tuple[LinearPart | None, float]:
@@ -268,17 +273,26 @@ class _LinearFits:
 
     monotone: Sequence[int] | None
     cs: Sequence[float]
-    _key: tuple = ()
+    _key: bytes = b""
     _best: tuple[float, LinearPart] | None = None
 
     def best(self, X: np.ndarray, y: np.ndarray, w: np.ndarray, valid: Validation) -> tuple[float, LinearPart]:
         """The C (and its fit) with the lowest weighted log loss on `valid`."""
-        key = (X.shape, float(np.sum(w)), float(np.sum(y)), float(np.nansum(X[:: max(1, len(X) // 97)])))
+        key = _digest(X, y, w)
         if key != self._key or self._best is None:
             fits = list(zip(self.cs, fit_linear_path(X, y, w, self.cs, self.monotone), strict=True))
             self._key = key
             self._best = min(fits, key=lambda f: weighted_log_loss(valid.y, f[1].margin(valid.X), valid.w))
         return self._best
+
+
+def _digest(*arrays: np.ndarray) -> bytes:
+    """A digest of the arrays' shapes and values: the same training set, and only it, gives the same one."""
+    h = hashlib.blake2b(digest_size=16)
+    for array in arrays:
+        h.update(repr(array.shape).encode())
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.digest()
 
 
 def plain_learner(catalogue: pd.DataFrame, config: TrainConfig) -> Learner:

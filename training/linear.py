@@ -61,6 +61,19 @@ class LinearPart:
         return cls(float(data["intercept"]), **arrays)
 
 
+def blended(trees: np.ndarray, part: LinearPart | None, share: float, X: np.ndarray) -> np.ndarray:
+    """The trees' margins (rows) or contributions (rows x columns + 1, the base value last) on `X`, blended
+    with `part`'s: (1 - share) * the trees' + share * the linear part's; the trees' alone without a part."""
+    if part is None:
+        return trees
+    if trees.ndim == 1:
+        return (1.0 - share) * trees + share * part.margin(X)
+    out = (1.0 - share) * trees
+    out[:, :-1] += share * part.contributions(X)
+    out[:, -1] += share * part.intercept
+    return out
+
+
 @dataclass(frozen=True)
 class _Design:
     """The standardised design of a matrix: imputed values, then the indicators of gappy columns."""

@@ -29,7 +29,7 @@ import xgboost as xgb
 from features.build import FeatureArrays, column_positions
 from features.catalogue import SCORE_COLUMNS, SCORE_MAX, SCORE_MIN
 from features.feature_catalogue import CATEGORICAL_FEATURES, CATEGORY_LEVELS, NUMERIC_FEATURES, feature_catalogue
-from training.linear import LinearPart
+from training.linear import LinearPart, blended
 
 if TYPE_CHECKING:
     from bip.settings import Settings
@@ -262,9 +262,7 @@ class JobChanceModel:
     def margin(self, X: np.ndarray) -> np.ndarray:
         """The raw log-odds (the booster's, blended with the linear part's), before calibration."""
         trees = np.asarray(self.booster.inplace_predict(X, predict_type="margin"), dtype=float)
-        if self.linear is None:
-            return trees
-        return (1.0 - self.linear_share) * trees + self.linear_share * self.linear.margin(X)
+        return blended(trees, self.linear, self.linear_share, X)
 
     def log_odds(self, X: np.ndarray) -> np.ndarray:
         """The calibrated log-odds a*margin + b."""
@@ -281,13 +279,8 @@ class JobChanceModel:
         a, b = self.calibration
         # One thread and no name check: building a DMatrix with every thread dominates a small request.
         matrix = xgb.DMatrix(X, missing=np.nan, nthread=1)
-        raw = np.asarray(self.booster.predict(matrix, pred_contribs=True, validate_features=False), dtype=float)
-        if self.linear is not None:
-            share = self.linear_share
-            raw *= 1.0 - share
-            raw[:, :-1] += share * self.linear.contributions(X)
-            raw[:, -1] += share * self.linear.intercept
-        out = raw * a
+        trees = np.asarray(self.booster.predict(matrix, pred_contribs=True, validate_features=False), dtype=float)
+        out = blended(trees, self.linear, self.linear_share, X) * a
         out[:, -1] += b
         return out
 
