@@ -106,10 +106,31 @@ def column_positions(columns: tuple[str, ...], wanted: tuple[str, ...]) -> np.nd
     return at
 
 
+# Up to this many values `factorize` hashes in Python: pandas' fixed cost (about 20 us a call, nine
+# calls a request) was a tenth of scoring one citizen; above it pandas' hash table is faster.
+SMALL_FACTORIZE = 64
+
+
+def _empty(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+def factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`pd.factorize` of a 1-D object array: each value's code, in order of first appearance (-1 for
+    None, NaN or pd.NA), and the distinct values as an object array; the same answer for any size."""
+    if len(values) > SMALL_FACTORIZE:
+        codes, uniques = pd.factorize(values)
+        return codes, np.asarray(uniques, dtype=object)
+    seen: dict[object, int] = {}
+    codes = np.array([-1 if _empty(v) else seen.setdefault(v, len(seen)) for v in values.tolist()], dtype=np.intp)
+    uniques = np.empty(len(seen), dtype=object)
+    uniques[:] = list(seen)
+    return codes, uniques
+
+
 def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Codes of `values` into their sorted distinct values (-1 for empty), and those values."""
-    codes, uniques = pd.factorize(values)
-    uniques = np.asarray(uniques, dtype=object)
+    codes, uniques = factorize(values)
     order = np.argsort(uniques)
     rank = np.empty(len(order) + 1, dtype=np.int64)
     rank[order] = np.arange(len(order))
@@ -120,7 +141,7 @@ def sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def lookup(keys: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
     """Position of each of `values` in `keys` (-1 where absent or empty); ValueError if `keys`
     repeat. One hash pass over both (factorize)."""
-    codes, uniques = pd.factorize(np.concatenate([keys, values]))
+    codes, uniques = factorize(np.concatenate([keys, values]))
     key_codes = codes[: len(keys)]
     at = np.full(len(uniques) + 1, -1)  # the extra slot answers code -1 (an empty value)
     at[key_codes] = np.arange(len(keys))
@@ -133,7 +154,7 @@ def category_codes(values: np.ndarray, levels: tuple[str, ...], what: str) -> np
     """Index of each value in `levels` (-1 for an empty value); ValueError naming values outside them."""
     if not len(values):  # e.g. a request's empty outcomes: factorize's fixed cost for nothing
         return np.zeros(0, dtype=np.int64)
-    codes, uniques = pd.factorize(values)
+    codes, uniques = factorize(values)
     unknown = [u for u in uniques if u not in levels]
     if unknown:
         shown = ", ".join(map(repr, unknown[:5]))
@@ -161,8 +182,8 @@ def sorted_rounds(tables: FeatureTables) -> Rounds:
         id_rank[tied] = sorted_codes(tables.measurement_id[tied])[0]
         order = np.lexsort((id_rank, day, citizen))
     citizen, day = citizen[order], day[order]
-    starts = np.flatnonzero(np.r_[True, citizen[1:] != citizen[:-1]]) if len(citizen) else np.zeros(0, int)
-    rank = np.arange(len(citizen)) - np.repeat(starts, np.diff(np.r_[starts, len(citizen)]))
+    starts = np.flatnonzero(np.concatenate(([True], citizen[1:] != citizen[:-1]))) if len(citizen) else np.zeros(0, int)
+    rank = np.arange(len(citizen)) - np.repeat(starts, np.diff(np.append(starts, len(citizen))))
     return Rounds(order, citizen_ids, citizen, citizen_row[citizen], day, rank)
 
 
@@ -282,7 +303,7 @@ class FeatureArrays:
     def last_rounds(self) -> np.ndarray:
         """Positions of each citizen's last row (rows are sorted by citizen, then date)."""
         citizen = self.rounds.citizen
-        return np.flatnonzero(np.r_[citizen[1:] != citizen[:-1], True]) if len(citizen) else np.zeros(0, dtype=int)
+        return np.flatnonzero(np.append(citizen[1:] != citizen[:-1], True)) if len(citizen) else np.zeros(0, dtype=int)
 
     def numeric_rows(self, names: Sequence[str], rows: np.ndarray) -> np.ndarray:
         """The numeric features `names` of the rows at `rows`, as a (rows, names) float array."""

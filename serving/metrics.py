@@ -40,6 +40,12 @@ class ServiceMetrics:
         self.page_events = prom.Counter(
             "page_events", "Page views, searches and assessments by kind.", ["kind"], namespace=namespace
         )
+        self.audit_commit_rows = prom.Histogram(
+            "audit_commit_rows",
+            "Audit rows written per commit of /predict's group commit (requests served together).",
+            namespace=namespace,
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+        )
         self.load_failures = prom.Counter(
             "model_load_failures", "Failed looks at the registry or failed model loads.", namespace=namespace
         )
@@ -62,6 +68,9 @@ class ServiceMetrics:
 
     def predicted(self, version: str, kind: str, n: int = 1) -> None:
         self.predictions.labels(version, kind).inc(n)
+
+    def audit_committed(self, rows: int) -> None:
+        self.audit_commit_rows.observe(rows)
 
     def page(self, kind: str) -> None:
         self.page_events.labels(kind).inc()

@@ -38,7 +38,7 @@ from bip.settings import load_settings
 from serving.access import AccessControl, Authenticator, Sessions, principal_of, session_key
 from serving.accounts import Directory
 from serving.admin import create_admin_app
-from serving.audit import AuditTrail, prediction_event
+from serving.audit import AuditTrail, Event, GroupCommit, prediction_event
 from serving.core import ModelUnavailable, Predictor, gc_paused
 from serving.health import Health, Readiness, health
 from serving.metrics import ServiceMetrics, exposition
@@ -143,6 +143,17 @@ def unavailable(error: ModelUnavailable) -> Response:
     return JSONResponse({"error": str(error)}, status_code=503)
 
 
+def _prediction_events(ctx: bentoml.Context, event: str, records: list[dict]) -> list[Event]:
+    principal = principal_of(ctx.request.scope)
+    return [prediction_event(principal, event, r) for r in records]
+
+
+def _audit_failed(ctx: bentoml.Context, error: SQLAlchemyError) -> Response:
+    logging.getLogger("bip.audit").error("audit store unavailable: %s", type(error).__name__)
+    ctx.response.status_code = 503
+    return JSONResponse({"error": "the audit store is unavailable: no prediction without its audit row"}, 503)
+
+
 def access_log() -> None:
     """bip's access log (route templates, statuses, roles) to stderr: BentoML's logging set-up turns
     loggers it does not know off and sets the root to WARNING, so this one is set up here, at start."""
@@ -206,6 +217,7 @@ class JobChance:
         self.settings = settings
         self.metrics = ServiceMetrics()
         self.audit = AuditTrail(settings.store_url, stdout=settings.audit_stdout)
+        self.audit_commits = GroupCommit(self.audit, on_commit=self.metrics.audit_committed)
         self.directory = directory = Directory(settings.store_url) if settings.auth != "off" else None
         sessions = Sessions(session_key(settings), int(settings.session_hours * 3600), settings.cookie_secure)
         self.sessions = sessions
@@ -232,13 +244,20 @@ class JobChance:
     def _audited(self, ctx: bentoml.Context, event: str, records: list[dict]) -> Response | None:
         """Write the predictions' audit rows; a 503 to answer instead when the store cannot take them
         (no prediction leaves unaudited; the log names the failure's kind, never its SQL parameters)."""
-        principal = principal_of(ctx.request.scope)
         try:
-            self.audit.append([prediction_event(principal, event, r) for r in records])
+            self.audit.append(_prediction_events(ctx, event, records))
         except SQLAlchemyError as error:
-            logging.getLogger("bip.audit").error("audit store unavailable: %s", type(error).__name__)
-            ctx.response.status_code = 503
-            return JSONResponse({"error": "the audit store is unavailable: no prediction without its audit row"}, 503)
+            return _audit_failed(ctx, error)
+        self.metrics.predicted(records[0]["model"]["version"], event, len(records))
+        return None
+
+    async def _audited_together(self, ctx: bentoml.Context, event: str, records: list[dict]) -> Response | None:
+        """`_audited` on the event loop, the rows committed together with those of the requests
+        waiting beside this one (`serving.audit.GroupCommit`)."""
+        try:
+            await self.audit_commits.append(_prediction_events(ctx, event, records))
+        except SQLAlchemyError as error:
+            return _audit_failed(ctx, error)
         self.metrics.predicted(records[0]["model"]["version"], event, len(records))
         return None
 
@@ -257,7 +276,7 @@ class JobChance:
         except ModelUnavailable as error:
             ctx.response.status_code = 503  # BentoML answers with the context's status, not the response's
             return unavailable(error)  # type: ignore[return-value]
-        if (refused := self._audited(ctx, "api_predict", records)) is not None:
+        if (refused := await self._audited_together(ctx, "api_predict", records)) is not None:
             return refused  # type: ignore[return-value]
         return Prediction.model_validate(records[0])
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from features.build import build_features, feature_arrays
+from features.build import SMALL_FACTORIZE, build_features, factorize, feature_arrays
 from features.feature_catalogue import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from features.tables import tables_of
 from serving.core import LoadedModel, score_records, score_tables
@@ -163,3 +163,16 @@ def test_factor_sums_equal_the_membership_product():
     contributions = np.random.default_rng(0).normal(size=(7, 6))  # the last column, the base value, is left out
     np.testing.assert_allclose(factors.sums(contributions), contributions[:, :5] @ membership, rtol=0, atol=1e-12)
     assert factors.sums(contributions[:0]).shape == (0, 3)
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, SMALL_FACTORIZE, SMALL_FACTORIZE + 1, 300])
+def test_factorize_answers_as_pandas_at_every_size(size):
+    rng = np.random.default_rng(size)
+    pool = np.array(["a", "b", "c-1", "Ø", "", None, np.nan, pd.NA, 3, 3.0, "3"], dtype=object)
+    values = pool[rng.integers(0, len(pool), size)]
+    codes, uniques = factorize(values)
+    expected_codes, expected_uniques = pd.factorize(values)
+    np.testing.assert_array_equal(codes, expected_codes)
+    assert codes.dtype == expected_codes.dtype
+    assert list(uniques) == list(expected_uniques)
+    assert uniques.dtype == object
