@@ -18,8 +18,12 @@ and is the same `JobChanceModel` that the service loads.
 
 The early-stopped fit is `training.learners.boosted`, the one the in-memory learner uses, here with
 xgboost.dask's `train` bound to the client; only the matrices differ (a DaskQuantileDMatrix per set).
-The champion's linear part (training/linear.py) is not fitted here: it would need the whole matrix
-in one process. The model registered from Dask is the trees alone (`linear_share` 0).
+The champion's linear part (training/linear.py) is fitted in the driver process, on the fitting
+citizens' rows (its choice) and on every labelled row (the refit), at most `LINEAR_ROWS` rows each:
+above that, a sample of whole citizens by another seeded hash of the id. Its penalty and share are
+chosen as in memory, on the choosing citizens: C by the linear part's own weighted log loss, then the
+share in `config.linear_shares` by the blend's; Platt calibration is fitted on the blended margins.
+The registered model is the same blend of trees and linear part as `bip train`'s champion.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ from training.calibration import calibrated, platt
 from training.config import CHAMPION_CANDIDATE, TrainConfig
 from training.data import fingerprint, follow_up_columns, labelled_rows
 from training.evaluation import headline
-from training.learners import boosted, xgboost_params
+from training.learners import BLEND_CHOSEN, boosted, tree_weights, xgboost_params
+from training.linear import LinearPart, fit_linear_path, weighted_log_loss
 from training.model import JobChanceModel, encode, learn_categories, model_catalogue, model_inputs
 from training.tracking import (
     experiment_id,
@@ -72,6 +77,9 @@ if TYPE_CHECKING:
     from distributed import Client
 
 HASH_BUCKETS = 1_000_000
+# The most rows the linear part is fitted on in the driver process: 100,000 rows of ~160 columns take
+# about 0.4 GB there while fitting (float64 copies); 10x BIP's fitting citizens have fewer.
+LINEAR_ROWS = 100_000
 
 
 # --- the cross-citizen pieces, as reductions ------------------------------------------------------------
@@ -127,13 +135,18 @@ def learned_encoding(frame: dd.DataFrame) -> Encoding:
 CITIZEN_PARTS: tuple[str, ...] = ("choose", "validate", "fit")
 
 
+def citizen_bucket(citizen_ids: pd.Series, seed: int) -> np.ndarray:
+    """A number in [0, 1) per row from a seeded hash of its citizen id: the same for every partitioning."""
+    key = f"{seed % 10**16:016d}"
+    hashes = pd.util.hash_array(citizen_ids.to_numpy(dtype=object), hash_key=key)
+    return (hashes % HASH_BUCKETS) / HASH_BUCKETS
+
+
 def citizen_part(citizen_ids: pd.Series, share: float, seed: int) -> np.ndarray:
     """Each row's part of the training period by a seeded hash of its citizen id, so that every
     partitioning of the data splits the same citizens: about `share` of them "choose" (the grid point,
     early stopping, calibration), as many "validate" (the `valid_*` metrics), the rest "fit"."""
-    key = f"{seed % 10**16:016d}"
-    hashes = pd.util.hash_array(citizen_ids.to_numpy(dtype=object), hash_key=key)
-    bucket = (hashes % HASH_BUCKETS) / HASH_BUCKETS
+    bucket = citizen_bucket(citizen_ids, seed)
     return np.where(bucket < share, "choose", np.where(bucket < 2 * share, "validate", "fit"))
 
 
@@ -195,19 +208,70 @@ def quantile_matrix(client: Client, frame: dd.DataFrame, encoding: Encoding, ref
     )
 
 
-def margins(frame: pd.DataFrame, booster: xgb.Booster, encoding: Encoding) -> pd.DataFrame:
-    """Label, weight and the booster's margin of a partition's rows: all that calibration and the
-    metrics need, three numbers a row."""
+def margins(
+    frame: pd.DataFrame, booster: xgb.Booster, encoding: Encoding, parts: Sequence[LinearPart] = ()
+) -> pd.DataFrame:
+    """Label, weight and the booster's margin of a partition's rows (and each linear part's, `linear_k`):
+    all that choosing the blend, calibration and the metrics need, a few numbers a row."""
     X = encode(frame, encoding.numeric, encoding.categories)
     margin = booster.inplace_predict(X, predict_type="margin") if len(X) else np.zeros(0)
-    return pd.DataFrame(
-        {"label": frame["label"].to_numpy(float), "weight": frame["ipcw_weight"].to_numpy(float), "margin": margin}
-    )
+    out = {"label": frame["label"].to_numpy(float), "weight": frame["ipcw_weight"].to_numpy(float), "margin": margin}
+    out.update({f"linear_{k}": part.margin(X) for k, part in enumerate(parts)})
+    return pd.DataFrame(out)
 
 
-def gathered_margins(frame: dd.DataFrame, booster: xgb.Booster, encoding: Encoding) -> pd.DataFrame:
+def gathered_margins(
+    frame: dd.DataFrame, booster: xgb.Booster, encoding: Encoding, parts: Sequence[LinearPart] = ()
+) -> pd.DataFrame:
     booster.set_param({"nthread": 1})  # one task per worker thread already
-    return pd.concat(partition_results(frame, margins, booster, encoding), ignore_index=True)
+    return pd.concat(partition_results(frame, margins, booster, encoding, list(parts)), ignore_index=True)
+
+
+def blended_margins(scored: pd.DataFrame, linear_at: int | None, share: float) -> pd.DataFrame:
+    """Gathered margins with `margin` the blend of the trees' and the linear part `linear_at`'s."""
+    if linear_at is None or share == 0:
+        return scored[["label", "weight", "margin"]]
+    margin = (1.0 - share) * scored["margin"].to_numpy() + share * scored[f"linear_{linear_at}"].to_numpy()
+    return scored[["label", "weight"]].assign(margin=margin)
+
+
+# --- the linear part, in the driver process -----------------------------------------------------------------
+
+
+def linear_inputs(frame: pd.DataFrame, encoding: Encoding, share: float, seed: int) -> tuple[np.ndarray, ...]:
+    """The matrix, labels and censoring weights of a partition's rows whose citizens are in the sample:
+    all of them when `share` is 1, else about `share` of them by a seeded hash of the id."""
+    if share < 1.0:
+        frame = frame[citizen_bucket(frame["citizen_id"], seed + 1) < share]
+    X = encode(frame, encoding.numeric, encoding.categories)
+    return X, frame["label"].to_numpy(float), frame["ipcw_weight"].to_numpy(float)
+
+
+def linear_fits(
+    frame: dd.DataFrame, encoding: Encoding, config: TrainConfig, cs: Sequence[float], max_rows: int = LINEAR_ROWS
+) -> tuple[list[LinearPart], int]:
+    """The linear part for each penalty in `cs` (training.linear.fit_linear_path) on the rows of `frame`,
+    at most about `max_rows` of them (whole citizens); and the number of rows it was fitted on."""
+    rows = sum(partition_results(frame, len))
+    share = min(1.0, max_rows / max(rows, 1))
+    gathered = partition_results(frame, linear_inputs, encoding, share, config.seed)
+    X = np.concatenate([g[0] for g in gathered])
+    y, w = (np.concatenate([g[k] for g in gathered]) for k in (1, 2))
+    del gathered
+    monotone = encoding.catalogue["monotone"].tolist()
+    return fit_linear_path(X, y, tree_weights(w, config.tree_weight_power), cs, monotone), len(y)
+
+
+def chosen_blend(scored: pd.DataFrame, config: TrainConfig) -> tuple[int, float]:
+    """On the choosing citizens' gathered margins: the penalty (by the linear part's own weighted log
+    loss), then the share (by the blend's), as `training.learners.xgboost_learner` chooses them."""
+    y, w = scored["label"].to_numpy(), scored["weight"].to_numpy()
+    at = min(range(len(config.linear_cs)), key=lambda k: weighted_log_loss(y, scored[f"linear_{k}"].to_numpy(), w))
+    share = min(
+        config.linear_shares,
+        key=lambda s: weighted_log_loss(y, blended_margins(scored, at, s)["margin"].to_numpy(), w),
+    )
+    return at, float(share)
 
 
 @dataclass
@@ -248,7 +312,8 @@ def refit(client: Client, frame: dd.DataFrame, encoding: Encoding, params: Mappi
 
     fixed = booster_params(encoding.catalogue["monotone"].tolist(), config)
     matrix = quantile_matrix(client, frame, encoding)
-    booster = boosted(partial(dxgb.train, client), {**fixed, **params}, matrix, config).booster
+    tree_params = {k: v for k, v in params.items() if k not in BLEND_CHOSEN}
+    booster = boosted(partial(dxgb.train, client), {**fixed, **tree_params}, matrix, config).booster
     booster.feature_names = list(encoding.feature_names)
     return booster
 
@@ -296,9 +361,10 @@ def train_on_dask(
     citizens_per_partition: int = CITIZENS_PER_PARTITION,
     lease_url: str | None = None,
 ) -> DaskTrainOutcome:
-    """Train the calibrated monotone XGBoost on the cluster behind `client`, log one MLflow run
-    ("train-dask") at `tracking_uri` and register the model (alias `alias` set only when the model has none;
-    with `lease_url`, the store, under the registry lease that promotions take, as `bip train` does)."""
+    """Train the calibrated champion (monotone XGBoost blended with its linear part) on the cluster
+    behind `client`, log one MLflow run ("train-dask") at `tracking_uri` and register the model (alias
+    `alias` set only when the model has none; with `lease_url`, the store, under the registry lease that
+    promotions take, as `bip train` does)."""
     from features.distributed import cluster_description
 
     start = time.perf_counter()
@@ -315,20 +381,31 @@ def train_on_dask(
     )
     period_encoding = learned_encoding(full.map_partitions(dated, cutoff, True, meta=full._meta))
     choice = choose_by_early_stopping(client, fit, choose, period_encoding, config)
-    choose_scored = gathered_margins(choose, choice.booster, period_encoding)
+    blending = any(share > 0 for share in config.linear_shares)
+    parts, linear_rows = linear_fits(fit, period_encoding, config, config.linear_cs) if blending else ([], 0)
+    choose_scored = gathered_margins(choose, choice.booster, period_encoding, parts)
     if choose_scored["label"].nunique() < 2:
         raise UserError("the choosing citizens have labelled rows of one outcome only: too few data to calibrate")
+    linear_at, share = chosen_blend(choose_scored, config) if blending else (None, 0.0)
+    if blending:
+        choice.params.update({"linear_share": share, "linear_c": float(config.linear_cs[linear_at])})
+    choose_scored = blended_margins(choose_scored, linear_at, share)
     calibration = platt(*(choose_scored[c].to_numpy() for c in ("margin", "label", "weight")))
-    valid_scored = gathered_margins(validate, choice.booster, period_encoding)
-    test_scored = gathered_margins(test, choice.booster, period_encoding)
+    valid_scored, test_scored = (
+        blended_margins(gathered_margins(rows, choice.booster, period_encoding, parts), linear_at, share)
+        for rows in (validate, test)
+    )
     metrics = {**metric_values(valid_scored, calibration, "valid"), **metric_values(test_scored, calibration, "oot")}
     metrics.update({"calibration_a": calibration[0], "calibration_b": calibration[1]})
 
     encoding = learned_encoding(full)
     booster = refit(client, labelled, encoding, choice.params, config)
+    linear, refit_rows = None, 0
+    if share > 0:
+        (linear,), refit_rows = linear_fits(labelled, encoding, config, (choice.params["linear_c"],))
     data_print = combined_fingerprint(partition_results(full, fingerprint))
     carried = {**headline(metrics), **{k: float(v) for k, v in metrics.items() if k.startswith("valid_")}}
-    model = champion_model(booster, encoding, calibration, config, data_print, carried)
+    model = champion_model(booster, encoding, calibration, config, data_print, carried, linear, share)
     params = {
         "engine": "dask",
         "model": CHAMPION_CANDIDATE,
@@ -341,6 +418,10 @@ def train_on_dask(
         "validation": "choosing and validation citizens, inner_share each, by a hash of the id; no nested CV",
         "xgboost_grid": json.dumps(list(config.xgboost_grid)),
         "chosen": json.dumps(choice.params, sort_keys=True),
+        "linear_shares": json.dumps(list(config.linear_shares)),
+        "linear_rows_choice": linear_rows,
+        "linear_rows_refit": refit_rows,
+        "linear_rows_max": LINEAR_ROWS,
         "calibration": json.dumps(list(calibration)),
         "max_rounds": config.max_rounds,
         "early_stopping_rounds": config.early_stopping_rounds,

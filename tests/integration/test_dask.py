@@ -195,7 +195,10 @@ def trained(simulated, client, tmp_path_factory) -> Trained:
 
     home = tmp_path_factory.mktemp("dask-home")
     tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
-    config = TrainConfig(xgboost_grid=({"max_depth": 3, "learning_rate": 0.1},), max_rounds=80, seed=SEED)
+    # One share for the linear part, so that the registered model is a blend whatever the data choose.
+    config = TrainConfig(
+        xgboost_grid=({"max_depth": 3, "learning_rate": 0.1},), max_rounds=80, seed=SEED, linear_shares=(0.5,)
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_RUN_ID", raising=False)
         outcome = train_on_dask(
@@ -229,6 +232,11 @@ def test_dask_training_logs_a_run_and_registers_a_loadable_champion(trained):
     assert version.run_id == run.info.run_id
     model = load_model(f"models:/{MODEL}@champion", trained.tracking_uri)
     assert isinstance(model, JobChanceModel) and model.calibration == trained.outcome.model.calibration
+    # The champion's recipe, as in memory: the trees blended with the linear part, fitted on every row here.
+    assert model.linear_share == 0.5 and model.linear is not None
+    np.testing.assert_array_equal(model.linear.slope, trained.outcome.model.linear.slope)
+    assert {trained.outcome.params["linear_share"], trained.outcome.params["linear_c"]} == {0.5, 0.001}
+    assert 0 < int(run.data.params["linear_rows_choice"]) < int(run.data.params["linear_rows_refit"])
     artifacts = {a.path for a in tracking.list_artifacts(run.info.run_id)}
     assert {"feature_catalogue.csv", "grid_search.csv", "reliability_oot.png"} <= artifacts
 
@@ -255,6 +263,10 @@ def test_dask_model_ranks_held_out_citizens_well_and_is_close_to_the_in_memory_f
     )
     p_memory = in_memory.probability(in_memory.matrix(frame))
     assert np.corrcoef(p, p_memory)[0, 1] > 0.85
+    # The linear part is the same fit of the same rows, whatever their order across partitions.
+    assert in_memory.linear_share == model.linear_share == 0.5
+    np.testing.assert_allclose(model.linear.slope, in_memory.linear.slope, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(model.linear.intercept, in_memory.linear.intercept, rtol=1e-4)
     assert abs(p.mean() - p_memory.mean()) < 0.01 and np.mean(np.abs(p - p_memory)) < 0.04
     # Every tree parameter, the monotone constraints included, is the in-memory learner's.
     learner = xgboost_learner("m", model.catalogue["monotone"].tolist(), model.feature_names, config)
@@ -362,3 +374,31 @@ def test_a_csv_folder_is_refused_with_the_way_out(simulated, tmp_path):
     write_dataset(simulated.dataset, tmp_path / "csv", fmt="csv")
     with pytest.raises(UserError, match="export --format parquet"):
         parquet_source(tmp_path / "csv")
+
+
+def test_the_linear_part_learns_from_a_sample_of_whole_citizens_above_its_row_limit(simulated, client):
+    from training.config import TrainConfig
+    from training.distributed import (
+        citizen_bucket,
+        labelled_part,
+        learned_encoding,
+        linear_fits,
+        linear_inputs,
+        training_weights,
+    )
+
+    config = TrainConfig(seed=SEED)
+    full = training_weights(feature_frame(ParquetSource(simulated.folder), 12, PER_PARTITION), 12, "dropout")
+    labelled = full.map_partitions(labelled_part, meta=full._meta)
+    encoding = learned_encoding(full)
+    frame = labelled.compute()
+    (whole,), all_rows = linear_fits(labelled, encoding, config, (0.001,))
+    (part,), sampled = linear_fits(labelled, encoding, config, (0.001,), max_rows=len(frame) // 3)
+    assert all_rows == len(frame) and 0.15 * len(frame) < sampled < 0.55 * len(frame)
+    assert not np.allclose(whole.slope, part.slope)
+    # The sample is whole citizens, by a hash of the id: every row of a sampled citizen, none of the others'.
+    chosen = citizen_bucket(frame["citizen_id"], config.seed + 1) < 1 / 3
+    _, y, _ = linear_inputs(frame, encoding, 1 / 3, config.seed)
+    assert 0 < len(y) == chosen.sum() < len(frame)
+    np.testing.assert_array_equal(y, frame["label"].to_numpy(float)[chosen])
+    assert not frame["citizen_id"][~chosen].isin(set(frame["citizen_id"][chosen])).any()
