@@ -147,3 +147,22 @@ def test_a_path_of_penalties_gives_each_penalty_its_own_fit(data):
         alone = fit_linear(X, y, w, C=c, monotone=[1, 1, 0, 0, 0, 0])
         np.testing.assert_allclose(part.margin(X), alone.margin(X), atol=1e-5)
     assert np.abs(path[0].slope).sum() > np.abs(path[1].slope).sum()  # the weaker penalty, the larger slopes
+
+
+def test_dask_blend_choice_takes_the_linear_part_where_it_predicts_and_leaves_it_where_it_does_not():
+    from training.distributed import blended_margins, chosen_blend
+
+    rng = np.random.default_rng(5)
+    signal = rng.normal(size=4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-2 * signal))).astype(float)
+    noise = rng.normal(size=4000)
+    config = TrainConfig(linear_cs=(0.01, 0.001), linear_shares=(0.0, 0.25, 0.5, 0.75))
+    scored = pd.DataFrame(
+        {"label": y, "weight": np.ones(4000), "margin": noise, "linear_0": noise, "linear_1": 2 * signal}
+    )
+    assert chosen_blend(scored, config) == (1, 0.75)
+    blend = blended_margins(scored, 1, 0.75)["margin"].to_numpy()
+    np.testing.assert_allclose(blend, 0.25 * noise + 1.5 * signal)
+    swapped = scored.assign(margin=2 * signal, linear_1=noise)
+    assert chosen_blend(swapped, config)[1] == 0.0
+    np.testing.assert_array_equal(blended_margins(swapped, 0, 0.0)["margin"], 2 * signal)
