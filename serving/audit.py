@@ -205,7 +205,7 @@ class GroupCommit:
     PostgreSQL). One request alone is written as soon as the loop turns, as before.
 
     For the loop's own callers (the async /predict); code in worker threads calls `AuditTrail.append`.
-    `commits` and `rows` count what was written, for the metrics and the benchmark."""
+    `on_commit` is told the number of rows of each commit (the service's `bip_audit_commit_rows`)."""
 
     def __init__(self, trail: AuditTrail, on_commit: Callable[[int], None] | None = None) -> None:
         self.trail, self.on_commit = trail, on_commit

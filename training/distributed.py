@@ -59,7 +59,7 @@ from training.config import CHAMPION_CANDIDATE, TrainConfig
 from training.data import fingerprint, follow_up_columns, labelled_rows
 from training.evaluation import headline
 from training.learners import BLEND_CHOSEN, boosted, tree_weights, xgboost_params
-from training.linear import LinearPart, fit_linear_path, weighted_log_loss
+from training.linear import LinearPart, fit_linear_path, mixed, weighted_log_loss
 from training.model import JobChanceModel, encode, learn_categories, model_catalogue, model_inputs
 from training.tracking import (
     experiment_id,
@@ -231,7 +231,7 @@ def blended_margins(scored: pd.DataFrame, linear_at: int | None, share: float) -
     """Gathered margins with `margin` the blend of the trees' and the linear part `linear_at`'s."""
     if linear_at is None or share == 0:
         return scored[["label", "weight", "margin"]]
-    margin = (1.0 - share) * scored["margin"].to_numpy() + share * scored[f"linear_{linear_at}"].to_numpy()
+    margin = mixed(scored["margin"].to_numpy(), scored[f"linear_{linear_at}"].to_numpy(), share)
     return scored[["label", "weight"]].assign(margin=margin)
 
 

@@ -61,13 +61,18 @@ class LinearPart:
         return cls(float(data["intercept"]), **arrays)
 
 
+def mixed(trees: np.ndarray, linear: np.ndarray, share: float) -> np.ndarray:
+    """The blend of the trees' and the linear part's margins: (1 - share) * trees + share * linear."""
+    return (1.0 - share) * trees + share * linear
+
+
 def blended(trees: np.ndarray, part: LinearPart | None, share: float, X: np.ndarray) -> np.ndarray:
     """The trees' margins (rows) or contributions (rows x columns + 1, the base value last) on `X`, blended
     with `part`'s: (1 - share) * the trees' + share * the linear part's; the trees' alone without a part."""
     if part is None:
         return trees
     if trees.ndim == 1:
-        return (1.0 - share) * trees + share * part.margin(X)
+        return mixed(trees, part.margin(X), share)
     out = (1.0 - share) * trees
     out[:, :-1] += share * part.contributions(X)
     out[:, -1] += share * part.intercept
