@@ -72,6 +72,22 @@ class Rounds:
     day: np.ndarray
     rank: np.ndarray
 
+    def take(self, rows: np.ndarray) -> Rounds:
+        """The rounds at positions `rows` (same citizen ids)."""
+        return Rounds(
+            self.order[rows],
+            self.citizen_ids,
+            self.citizen[rows],
+            self.citizen_row[rows],
+            self.day[rows],
+            self.rank[rows],
+        )
+
+    def last(self) -> np.ndarray:
+        """Positions of each citizen's last row (rows are sorted by citizen, then date)."""
+        citizen = self.citizen
+        return np.flatnonzero(np.append(citizen[1:] != citizen[:-1], True)) if len(citizen) else np.zeros(0, dtype=int)
+
 
 def require_columns(dataset: Dataset) -> None:
     """Raise ValueError naming every contract column that a table of `dataset` lacks."""
@@ -284,6 +300,41 @@ def numeric_features(
     return block, pattern
 
 
+def lookback_windows(rank: np.ndarray, at: np.ndarray, lookback: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows that the score changes of the rows `at` read: each row's window of itself and up to
+    `lookback` earlier rounds of its citizen (`rank` is each row's round), window after window (a row
+    may repeat), and where each row of `at` ends its window."""
+    before = np.minimum(rank[at], lookback)
+    ends = np.cumsum(before + 1) - 1
+    rows = np.repeat(at - ends, before + 1) + np.arange(ends[-1] + 1 if len(at) else 0)
+    return rows, ends
+
+
+def numeric_features_at(tables: FeatureTables, rounds: Rounds, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`numeric_features` of the sorted rows `at` only (e.g. each citizen's last round, all that serving
+    predicts for), as a (features, len(at)) block and `pattern_3m` indices. Every value is computed
+    as the whole build computes it, from the same rows, so it equals the whole build's bit for bit;
+    the score changes read only each row's window of SLOPE_ROUNDS rounds, the interventions only the
+    rows `at`."""
+    block = np.empty((len(NUMERIC_FEATURES), len(at)))
+
+    def put(values: dict[str, np.ndarray]) -> None:
+        for name, column in values.items():
+            block[_NUMERIC_ROW[name]] = column
+
+    block[_LEVEL_ROWS] = tables.scores[rounds.order[at]].T
+    put({name: column[at] for name, column in round_features(tables, rounds).items()})  # a count over all rounds
+    put(background_features(tables, rounds.take(at)))
+    rows, ends = lookback_windows(rounds.rank, at, SLOPE_ROUNDS - 1)
+    rank = rounds.rank[rows]
+    scores, first = tables.scores[rounds.order[rows]], tables.scores[rounds.order[rows - rank]]
+    changes = score_changes(scores, first, rounds.day[rows], rank, SCORE_COLUMNS)
+    put({name: values[ends] for name, values in changes.items()})
+    history, pattern = intervention_history(rounds.citizen[at], rounds.day[at], intervention_episodes(tables, rounds))
+    put(history)
+    return block, pattern
+
+
 @dataclass(frozen=True)
 class FeatureArrays:
     """The features of every measurement, sorted as `rounds` says, as arrays: what the feature frame
@@ -302,8 +353,7 @@ class FeatureArrays:
 
     def last_rounds(self) -> np.ndarray:
         """Positions of each citizen's last row (rows are sorted by citizen, then date)."""
-        citizen = self.rounds.citizen
-        return np.flatnonzero(np.append(citizen[1:] != citizen[:-1], True)) if len(citizen) else np.zeros(0, dtype=int)
+        return self.rounds.last()
 
     def numeric_rows(self, names: Sequence[str], rows: np.ndarray) -> np.ndarray:
         """The numeric features `names` of the rows at `rows`, as a (rows, names) float array."""
@@ -331,10 +381,17 @@ def numeric_positions(names: tuple[str, ...]) -> np.ndarray:
     return at
 
 
-def feature_arrays(tables: FeatureTables) -> FeatureArrays:
-    """The array core: every feature of every measurement in `tables`, no labels."""
+def feature_arrays(tables: FeatureTables, last_only: bool = False) -> FeatureArrays:
+    """The array core: every feature of every measurement in `tables`, no labels. `last_only`: only
+    each citizen's last round (its rows are then those rounds, one per citizen; the values are the
+    same as the whole build's), the rows serving predicts for, at a fraction of the work."""
     rounds = sorted_rounds(tables)
-    block, pattern = numeric_features(tables, rounds)
+    if last_only:
+        at = rounds.last()
+        block, pattern = numeric_features_at(tables, rounds, at)
+        rounds = rounds.take(at)
+    else:
+        block, pattern = numeric_features(tables, rounds)
     return FeatureArrays(tables, rounds, block, pattern, background_codes(tables))
 
 

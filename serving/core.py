@@ -323,7 +323,7 @@ def score_tables(
 def _records(
     loaded: LoadedModel, tables: FeatureTables, histories: Sequence[CitizenHistory], feature_contributions: bool
 ) -> list[dict]:
-    features = feature_arrays(tables)
+    features = feature_arrays(tables, last_only=True)  # a prediction is for each citizen's last round
     rounds = features.rounds
     positions = features.last_rounds()
     probability, explanations = _explanations(loaded, features, positions, feature_contributions)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from features.build import SMALL_FACTORIZE, build_features, factorize, feature_arrays
+from features.build import SMALL_FACTORIZE, build_features, factorize, feature_arrays, lookback_windows
 from features.feature_catalogue import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from features.tables import tables_of
 from serving.core import LoadedModel, score_records, score_tables
@@ -96,6 +96,27 @@ def test_dataset_tables_give_the_same_arrays_as_history_tables(dataset, historie
     from_dataset, from_histories = feature_arrays(tables_of(dataset)), feature_arrays(history_tables(histories))
     np.testing.assert_array_equal(from_dataset.numeric, from_histories.numeric)
     np.testing.assert_array_equal(from_dataset.last_rounds(), from_histories.last_rounds())
+
+
+def test_last_rounds_only_equal_the_whole_build_at_those_rounds(histories):
+    tables = history_tables(histories)
+    whole, last = feature_arrays(tables), feature_arrays(tables, last_only=True)
+    at = whole.last_rounds()
+    assert len(at) == len(histories) and {0, 1, 2, 3} <= set(np.minimum(whole.rounds.rank[at], 3).tolist())
+    np.testing.assert_array_equal(last.numeric, whole.numeric[:, at])
+    np.testing.assert_array_equal(last.pattern, whole.pattern[at])
+    for name in ("order", "citizen", "citizen_row", "day", "rank"):
+        np.testing.assert_array_equal(getattr(last.rounds, name), getattr(whole.rounds, name)[at])
+    np.testing.assert_array_equal(last.last_rounds(), np.arange(len(at)))
+
+
+def test_lookback_windows_hold_each_row_and_its_citizens_rounds_before_it():
+    rank = np.array([0, 1, 2, 3, 0, 0, 1])  # citizens of 4, 1 and 2 rounds
+    rows, ends = lookback_windows(rank, np.array([3, 4, 6, 1]), lookback=2)
+    assert rows.tolist() == [1, 2, 3, 4, 5, 6, 0, 1]
+    assert ends.tolist() == [2, 3, 5, 7]
+    rows, ends = lookback_windows(rank, np.zeros(0, dtype=int), lookback=2)
+    assert rows.tolist() == [] and ends.tolist() == []
 
 
 def test_matrix_of_the_arrays_equals_the_matrix_of_the_frame(frame, histories, model):
