@@ -346,7 +346,7 @@ def main() -> None:
     body = json.dumps(typical.model_dump(mode="json"))
     request = PredictRequest.model_validate_json(body)
     tables = history_tables([request])
-    features = feature_arrays(tables)
+    features = feature_arrays(tables, last_only=True)  # as serving builds them: the last round only
     last = features.last_rounds()
     X = model.matrix_of(features, last)
     data = history_dataset([request])
@@ -355,7 +355,7 @@ def main() -> None:
     stages = {
         "validate_json": lambda: PredictRequest.model_validate_json(body),
         "history_tables": lambda: history_tables([request]),
-        "feature_arrays": lambda: feature_arrays(tables),
+        "feature_arrays": lambda: feature_arrays(tables, last_only=True),
         "matrix_of": lambda: model.matrix_of(features, last),
         "probability": lambda: model.probability(X),
         "contributions": lambda: model.contributions(X),
