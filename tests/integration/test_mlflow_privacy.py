@@ -1,5 +1,5 @@
 """No personal data leaves the store through MLflow (issue #13): a model trained with the real training
-code into a temporary MLflow store carries no citizen id or measurement id in any artifact file, param,
+code into a temporary MLflow store carries no citizen, measurement or caseworker id in any artifact file, param,
 tag or metric name of any run, logged model or registered model version.
 
 The simulated ids are re-labelled to long random-looking ones ("cit-3f9a61c2d0b7") before training, so
@@ -33,7 +33,7 @@ def distinctive(prefix: str, value: str) -> str:
 
 
 def relabelled(dataset: Dataset) -> Dataset:
-    """The dataset with every citizen id and measurement id replaced by a distinctive one."""
+    """The dataset with every citizen, measurement and caseworker id replaced by a distinctive one."""
     citizens = {c: distinctive("cit", c) for c in dataset.citizens["citizen_id"]}
     frames = {}
     for name in ID_TABLES:
@@ -41,7 +41,12 @@ def relabelled(dataset: Dataset) -> Dataset:
         frame["citizen_id"] = frame["citizen_id"].map(citizens)
         if name == "measurements":
             frame["measurement_id"] = frame["measurement_id"].map(lambda m: distinctive("msr", m))
+            frame["caseworker_id"] = frame["caseworker_id"].map(lambda w: distinctive("cwk", w))
         frames[name] = canonical(name, frame)
+    caseworkers = dataset.caseworkers.assign(
+        caseworker_id=dataset.caseworkers["caseworker_id"].map(lambda w: distinctive("cwk", w))
+    )
+    frames["caseworkers"] = canonical("caseworkers", caseworkers)
     return replace(dataset, **frames)
 
 
@@ -55,7 +60,11 @@ class Trained:
 
     @property
     def ids(self) -> list[str]:
-        return [*self.dataset.citizens["citizen_id"], *self.dataset.measurements["measurement_id"]]
+        return [
+            *self.dataset.citizens["citizen_id"],
+            *self.dataset.measurements["measurement_id"],
+            *self.dataset.caseworkers["caseworker_id"],
+        ]
 
 
 @pytest.fixture(scope="module")
