@@ -31,12 +31,14 @@ import pandas as pd
 
 from features.build import build_features
 from features.contract import read_dataset
+from training.caseworker_effect import caseworker_shifts, choose_shrinkage, level_kept, shifted
 from training.config import CHAMPION_CANDIDATE, TrainConfig
-from training.data import FEATURE_GROUPS, group_columns, plain_columns, with_weights
+from training.data import FEATURE_GROUPS, family_rows, group_columns, plain_columns, with_weights
 from training.evaluation import read_truth, truth_of
 from training.learners import Learner, champion_learner, logit_learner, plain_learner, xgboost_learner
-from training.learning_curve import citizen_split, encoded, fit_family, test_scores
-from training.validation import learn_encoding
+from training.learning_curve import Fitted, citizen_split, encoded, fit_family, test_scores
+from training.model import expit
+from training.validation import held_out_citizens, learn_encoding
 
 # A search space for more data: deeper trees with more rows per leaf, row subsampling, more rounds.
 GROWN_GRID: tuple[dict[str, float], ...] = (
@@ -56,6 +58,7 @@ class Variant:
     learner: Callable[[pd.DataFrame, TrainConfig], Learner]
     weighting: str = "dropout"
     config: Callable[[TrainConfig], TrainConfig] = lambda c: c
+    caseworker_effect: bool = False
 
 
 def champion(catalogue: pd.DataFrame, config: TrainConfig, **changes) -> Learner:
@@ -124,6 +127,12 @@ VARIANTS: dict[str, Variant] = {
             lambda c, k: logit_learner("logit", None),
         ),
         Variant(
+            "caseworker_effect",
+            "the champion plus a shrunk shift per caseworker (training/caseworker_effect.py)",
+            champion,
+            caseworker_effect=True,
+        ),
+        Variant(
             "trees_only",
             "the champion's trees without the linear part",
             champion,
@@ -131,6 +140,34 @@ VARIANTS: dict[str, Variant] = {
         ),
     ]
 }
+
+
+def caseworker_codes(dataset, features: pd.DataFrame) -> np.ndarray:
+    """Each feature row's caseworker (the one responsible at that measurement) as a code, -1 if none."""
+    responsible = dataset.measurements.set_index("measurement_id")["caseworker_id"]
+    return pd.factorize(responsible.reindex(features["measurement_id"]).to_numpy())[0]
+
+
+def shifted_probability(
+    fitted: Fitted, frame: pd.DataFrame, X: np.ndarray, codes: np.ndarray, config: TrainConfig
+) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], dict[str, float]]:
+    """The caseworker step on a fitted family: the shrinkage chosen on the citizens `fit_family` held out
+    (shifts learnt from its fitting citizens' residuals), then the shifts learnt from every training
+    row with it. Returns p(X, codes) and what was chosen."""
+    rows, w = family_rows(frame, "weighted")
+    y = frame["label"].to_numpy(dtype=float)
+    check = held_out_citizens(frame["citizen_id"].to_numpy(), config.inner_share, config.seed) & rows
+    log_odds = logit(fitted.probability(X))
+    shrinkage, _ = choose_shrinkage(log_odds, codes, np.nan_to_num(y), w, rows & ~check, check)
+    p = fitted.probability(X)
+    shifts = caseworker_shifts(codes[rows], y[rows], p[rows], w[rows], shrinkage)
+    shifts = level_kept(shifts, log_odds[rows], codes[rows], w[rows])
+    chosen = {"caseworker_shrinkage": shrinkage, "caseworkers_shifted": int(np.count_nonzero(shifts))}
+    return lambda X_new, codes_new: expit(shifted(logit(fitted.probability(X_new)), codes_new, shifts)), chosen
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1 - p))
 
 
 def run(data: Path, names: list[str], config: TrainConfig) -> list[dict]:
@@ -152,15 +189,21 @@ def run(data: Path, names: list[str], config: TrainConfig) -> list[dict]:
         frame = frames[variant.weighting]
         start = time.perf_counter()
         learner = variant.learner(encoding.catalogue, variant_config)
-        fitted = fit_family(learner, frame[~split.test].reset_index(drop=True), X[~split.test], variant_config)
-        scores = test_scores(test, fitted.probability(X[split.test]), true_p[split.test], variant_config)
+        train = frame[~split.test].reset_index(drop=True)
+        fitted = fit_family(learner, train, X[~split.test], variant_config)
+        p, chosen = fitted.probability(X[split.test]), {}
+        if variant.caseworker_effect:
+            codes = caseworker_codes(dataset, features)
+            probability, chosen = shifted_probability(fitted, train, X[~split.test], codes[~split.test], variant_config)
+            p = probability(X[split.test], codes[split.test])
+        scores = test_scores(test, p, true_p[split.test], variant_config)
         row = {
             "data": str(data),
             "citizens": int(dataset.citizens.shape[0]),
             "seed": config.seed,
             "variant": name,
             "change": variant.change,
-            "params": {k: v for k, v in fitted.params.items()},
+            "params": {**fitted.params, **chosen},
             "seconds": time.perf_counter() - start,
             **scores,
         }
