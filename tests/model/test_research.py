@@ -288,7 +288,7 @@ def test_effective_caseworker_share_matches_the_simulated_what_if(default):
 def report_run(tmp_path, monkeypatch):
     """`bip report` on a small simulated dataset, with a temporary home and SQLite tracking store."""
     data = tmp_path / "data"
-    write_dataset(caseworkers_relabelled(simulate(citizens=400, seed=11, truth_draws=0).dataset), data)
+    write_dataset(ids_relabelled(simulate(citizens=400, seed=11, truth_draws=0).dataset), data)
     monkeypatch.setenv("BIP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     app = typer.Typer()
@@ -301,16 +301,22 @@ def report_run(tmp_path, monkeypatch):
     return out, f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def distinctive_caseworker(caseworker_id: str) -> str:
-    """A caseworker id no table, plot or number would hold by chance (the simulator's "W0017" could)."""
-    return f"cw-{hashlib.sha256(caseworker_id.encode()).hexdigest()[:12]}"
+def distinctive(prefix: str, value: str) -> str:
+    """An id no table, plot or number would hold by chance (the simulator's "W0017" could)."""
+    return f"{prefix}-{hashlib.sha256(value.encode()).hexdigest()[:12]}"
 
 
-def caseworkers_relabelled(dataset: Dataset) -> Dataset:
+ID_COLUMNS = {"citizen_id": "cit", "caseworker_id": "cwk", "measurement_id": "msr"}
+
+
+def ids_relabelled(dataset: Dataset) -> Dataset:
+    """The dataset with every citizen, caseworker and measurement id replaced by a distinctive one."""
     frames = {}
-    for name in ("caseworkers", "measurements"):
+    for name in ("citizens", "caseworkers", "measurements", "interventions", "outcomes"):
         frame = getattr(dataset, name).copy()
-        frame["caseworker_id"] = frame["caseworker_id"].map(distinctive_caseworker)
+        for column, prefix in ID_COLUMNS.items():
+            if column in frame:
+                frame[column] = frame[column].map(lambda v, prefix=prefix: distinctive(prefix, v))
         frames[name] = canonical(name, frame)
     return replace(dataset, **frames)
 
@@ -357,10 +363,18 @@ def test_report_renders_every_table_and_plot_and_logs_each_analysis(report_run):
         assert logged == {p.name for p in (out / key).iterdir()}, key
     parent = next(r for r in runs if "analysis" not in r.data.tags)
     assert "report.html" in {a.path for a in client.list_artifacts(parent.info.run_id)}
-    # Caseworkers are named nowhere: not in the report, its files, the tracking database or MLflow's
-    # artifacts (a caseworker's effect is personal data of the caseworker). The scan finds them where
-    # they are, so a scan that reads nothing cannot pass.
+    # No citizen, measurement or caseworker is named: not in the report, its files, the tracking database
+    # or MLflow's artifacts (a caseworker's effect is personal data of the caseworker too). The scan
+    # finds the ids where they are, so a scan that reads nothing cannot pass.
     root = out.parent
-    caseworkers = pd.read_csv(root / "data" / "caseworkers.csv", dtype=str)["caseworker_id"].tolist()
-    assert files_naming(root / "data", caseworkers, skip=root / "none")
-    assert files_naming(root, caseworkers, skip=root / "data") == []
+    ids = [
+        value
+        for table, column in (
+            ("citizens", "citizen_id"),
+            ("caseworkers", "caseworker_id"),
+            ("measurements", "measurement_id"),
+        )
+        for value in pd.read_csv(root / "data" / f"{table}.csv", dtype=str)[column]
+    ]
+    assert files_naming(root / "data", ids, skip=root / "none")
+    assert files_naming(root, ids, skip=root / "data") == []
