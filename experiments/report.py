@@ -38,6 +38,7 @@ from experiments.learning_curve import learning_curve_analysis
 from experiments.model_comparison import model_comparison_analysis
 from experiments.progression import progression_analysis
 from features.dataset import Dataset
+from training.registry import shown_uri
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORT_FILE = "report.html"
@@ -290,7 +291,7 @@ def build_report(
         "source": source or "the measurement store",
         "dataset": summary,
         "experiment": experiment,
-        "tracking_uri": settings.tracking_uri,
+        "tracking_uri": shown_uri(settings.tracking_uri),  # the report is logged: no password in it
         "parent_run": parent,
         "runs": runs,
         "config": config,

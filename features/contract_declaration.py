@@ -79,9 +79,11 @@ NOT_CPR: tuple[tuple[str, str], ...] = tuple((t, "citizen_id") for t in COLUMNS 
 CPR_MESSAGE = (
     "looks like a CPR number (ten digits, DDMMYY-XXXX); citizen ids must be pseudonymous: export the pseudonym instead"
 )
-# Columns whose values describe a citizen: a problem in them is reported without the value.
+# Columns whose values describe a person (a citizen, or a caseworker by id): a problem in them is
+# reported without the value; the table, row and column say where it is.
 PERSONAL: frozenset[tuple[str, str]] = frozenset(
     {(table, "citizen_id") for table, _ in NOT_CPR}
+    | {("measurements", "measurement_id"), ("measurements", "caseworker_id"), ("caseworkers", "caseworker_id")}
     | {("citizens", c) for c in ("birth_year", "children", "benefit_share_5y", "enrolled_on")}
     | {("measurements", c) for c in ("measured_on", *SCORE_COLUMNS)}
     | {("interventions", c) for c in ("started_on", "ended_on")}

@@ -129,13 +129,21 @@ class CitizenRange:
 
     first: str | None
     stop: str | None
+    number: int = 1  # 1-based, of `total`: how messages name the partition (its bounds are citizens' ids)
+    total: int = 1
+
+    def __str__(self) -> str:
+        return f"partition {self.number} of {self.total}"
 
 
 def citizen_ranges(bounds: list[str]) -> list[CitizenRange]:
     """Consecutive ranges from the sorted first ids of the partitions (one range when there are none)."""
     starts: list[str | None] = [None, *bounds[1:]]
     stops: list[str | None] = [*bounds[1:], None]
-    return [CitizenRange(first, stop) for first, stop in zip(starts, stops, strict=True)]
+    return [
+        CitizenRange(first, stop, number, len(starts))
+        for number, (first, stop) in enumerate(zip(starts, stops, strict=True), start=1)
+    ]
 
 
 @dataclass(frozen=True)
@@ -183,7 +191,7 @@ class ParquetSource:
         measurements = frames["measurements"]
         named = measurements["caseworker_id"].dropna().unique().tolist() if "caseworker_id" in measurements else []
         frames["caseworkers"] = self.rows("caseworkers", "caseworker_id", named)
-        where = f"citizens {part.first or '(first)'} to {part.stop or '(last)'}"
+        where = str(part)  # not its bounds: they are citizens' ids
         sources = {name: f"{self.path(name).name} ({where}; rows counted within the range)" for name in TABLES}
         return checked_dataset(frames, sources)
 

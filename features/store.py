@@ -404,12 +404,10 @@ def _check_references(conn: Connection, plans: dict[str, _Plan], dataset: dict[s
             if len(missing) and not plans[parent].into_empty:
                 missing = missing[~_isin(missing, _stored_keys(conn, parent, missing))]
             if len(missing):
-                # Caseworker ids are shown as examples; citizens' ids never leave the store in a message.
-                examples = "" if parent == "citizens" else f" (e.g. {', '.join(sorted(missing.unique())[:5])})"
+                # A count only: citizens' and caseworkers' ids never leave the store in a message.
                 raise StoreError(
                     f"{name}.{column}: {missing.nunique()} id(s) exist neither in the dataset's {parent} "
-                    f"nor in the store{examples}. Add them to {parent} and ingest again; "
-                    "nothing was stored."
+                    f"nor in the store. Add them to {parent} and ingest again; nothing was stored."
                 )
 
 

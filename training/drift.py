@@ -13,6 +13,9 @@ import numpy as np
 import pandas as pd
 
 MODERATE, LARGE = 0.1, 0.25
+# Fewer citizens than this in the new rounds and the means and shares would describe those few people
+# (a small late ingest): no drift table is made, as for no new rounds at all.
+MIN_DRIFT_CITIZENS = 20
 
 
 def category_shares(values: pd.Series, categories: Sequence[float]) -> np.ndarray:

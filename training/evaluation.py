@@ -37,6 +37,8 @@ FAIRNESS_COLUMNS: tuple[str, ...] = (
     "calibration_in_the_large",
     "false_negative_rate",
 )
+# A fairness group of fewer citizens gets no metrics: its observed rate would be those people's outcomes.
+MIN_GROUP_CITIZENS = 10
 # Headline gap -> the fairness-table column whose max - min across groups it is.
 FAIRNESS_GAPS: dict[str, str] = {
     "auc_gap": "roc_auc",
@@ -286,10 +288,11 @@ def threshold_for_top_share(p: ArrayLike, share: float = 0.2) -> float:
 
 def _group_row(y: np.ndarray, p: np.ndarray, w: np.ndarray, threshold: float, min_rows: int, bins: int) -> dict:
     """FAIRNESS_COLUMNS but `calibration_in_the_large` for the rows of one group; NaN where the group
-    cannot support a metric (under `min_rows` rows, no weight, AUC of one class, FNR without positives)."""
+    cannot support a metric (under `min_rows` rows, no weight, AUC of one class, FNR without positives).
+    A `min_rows` of 0 leaves every metric out (a group of too few citizens)."""
     row: dict[str, float] = {name: np.nan for name in FAIRNESS_COLUMNS if name != "calibration_in_the_large"}
     row["n"] = len(y)
-    if len(y) < min_rows:
+    if len(y) < min_rows or min_rows == 0:
         return row
     values = metric_values(y, p, w, bins)  # one pass gives AUC, Brier and ECE
     row.update({name: values[name] for name in ("roc_auc", "brier", "ece")})
@@ -303,17 +306,27 @@ def _group_row(y: np.ndarray, p: np.ndarray, w: np.ndarray, threshold: float, mi
 
 
 def _by_group(
-    y: np.ndarray, p: np.ndarray, w: np.ndarray, groups: np.ndarray, threshold: float, min_rows: int, bins: int
+    y: np.ndarray,
+    p: np.ndarray,
+    w: np.ndarray,
+    groups: np.ndarray,
+    threshold: float,
+    min_rows: int,
+    bins: int,
+    citizens: np.ndarray | None = None,
+    min_citizens: int = 0,
 ) -> pd.DataFrame:
     """One row per group (sorted by name, index "group") of `_group_row`: rows split once by group, so the
-    cost is one pass over the rows per sensitive column, whatever the number of groups."""
+    cost is one pass over the rows per sensitive column, whatever the number of groups. A group of fewer
+    than `min_citizens` distinct `citizens` gets no metrics."""
     codes, names = pd.factorize(groups, sort=True)
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
     rows = []
     for k in range(len(names)):
         at = order[bounds[k] : bounds[k + 1]]
-        rows.append(_group_row(y[at], p[at], w[at], threshold, min_rows, bins))
+        few = citizens is not None and len(pd.unique(citizens[at])) < min_citizens
+        rows.append(_group_row(y[at], p[at], w[at], threshold, 0 if few else min_rows, bins))
     return pd.DataFrame(rows, index=pd.Index(names, name="group"), dtype=float)
 
 
@@ -330,6 +343,8 @@ def fairness_table(
     threshold: float,
     min_rows: int = 30,
     bins: int = 10,
+    citizens: ArrayLike | None = None,
+    min_citizens: int = MIN_GROUP_CITIZENS,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Per-group metrics for each sensitive column, and the largest gaps between groups.
 
@@ -337,7 +352,9 @@ def fairness_table(
     by `w` (the figures fairlearn's MetricFrame gives with `sample_weight`, computed here in one pass per
     group: MetricFrame's per-metric, per-group overhead grew faster than the rows). A row counts as
     predicted positive when p >= threshold, so the false negative rate is the weighted share of positives
-    below it. Groups under `min_rows` rows get NaN metrics; AUC is NaN for a one-class group, and the
+    below it. Groups under `min_rows` rows, or (given each row's `citizens`) of fewer than `min_citizens`
+    citizens, get NaN metrics: a few citizens' observed rate is their outcomes, not a group's. AUC is NaN
+    for a one-class group, and the
     false negative rate for a group without positives. Missing group values form their own group,
     "missing".
 
@@ -349,10 +366,13 @@ def fairness_table(
     y_arr, p_arr, w_arr = _validated(y, p, w)
     if len(sensitive) != len(y_arr):
         raise ValueError(f"sensitive must have one row per prediction ({len(y_arr)}), got {len(sensitive)}")
+    people = None if citizens is None else np.asarray(citizens, dtype=object)
+    if people is not None and len(people) != len(y_arr):
+        raise ValueError(f"citizens must have one id per prediction ({len(y_arr)}), got {len(people)}")
     tables, headline = [], {}
     for column in sensitive.columns:
         groups = sensitive[column].astype("string").fillna("missing").to_numpy(dtype=object)
-        by_group = _by_group(y_arr, p_arr, w_arr, groups, threshold, min_rows, bins)
+        by_group = _by_group(y_arr, p_arr, w_arr, groups, threshold, min_rows, bins, people, min_citizens)
         by_group["n"] = by_group["n"].astype(int)
         by_group["calibration_in_the_large"] = by_group["mean_predicted"] - by_group["observed_rate"]
         tables.append(by_group[list(FAIRNESS_COLUMNS)].reset_index().assign(column=column))
@@ -457,7 +477,12 @@ def evaluation_metrics(
     if with_fairness:
         threshold = threshold_for_top_share(p[labelled], config.fairness_top_share)
         fairness, headline = fairness_table(
-            y[labelled], p[labelled], w[labelled], sensitive_groups(frame[labelled]), threshold
+            y[labelled],
+            p[labelled],
+            w[labelled],
+            sensitive_groups(frame[labelled]),
+            threshold,
+            citizens=citizens[labelled],
         )
         metrics.update({f"{prefix}_{k}": v for k, v in headline.items()})
     metrics.update(

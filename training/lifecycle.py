@@ -45,7 +45,7 @@ from features.catalogue import SCORE_COLUMNS
 from features.dataset import Dataset
 from training.config import CHAMPION_CANDIDATE, TrainConfig
 from training.data import fingerprint, labelled_rows, with_weights
-from training.drift import drift_report
+from training.drift import MIN_DRIFT_CITIZENS, drift_report
 from training.evaluation import evaluation_metrics, headline, truth_of
 from training.learners import learners
 from training.locks import Lease, LockHeld, exclusive
@@ -239,10 +239,11 @@ def check_gates(
 
 
 def round_drift(dataset: Dataset, trained_through: pd.Timestamp) -> pd.DataFrame:
-    """PSI per indicator answer: measurements the champion was trained on against the ones after."""
+    """PSI per indicator answer: measurements the champion was trained on against the ones after; none
+    when the rounds after are of fewer than MIN_DRIFT_CITIZENS citizens (their answers, not a drift)."""
     m = dataset.measurements
     new = m["measured_on"] > trained_through
-    if not new.any() or new.all():
+    if new.all() or m.loc[new, "citizen_id"].nunique() < MIN_DRIFT_CITIZENS:
         return pd.DataFrame(columns=["column", "psi", "reference_mean", "current_mean", "level"])
     return drift_report(m[~new], m[new], SCORE_COLUMNS)
 

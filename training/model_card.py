@@ -97,6 +97,7 @@ def jobcentre_fairness(frame: pd.DataFrame, probability: np.ndarray, config: Tra
         frame["ipcw_weight"].to_numpy(float)[labelled],
         frame.loc[labelled, ["jobcentre"]].reset_index(drop=True),
         threshold,
+        citizens=frame["citizen_id"].to_numpy()[labelled],
     )
     return table
 

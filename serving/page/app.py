@@ -145,13 +145,17 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
         url = ctx.settings.store_url
         try:
             rows = store.load(url, [citizen_id])  # read once: shown as a history, scored as arrays
+        except SQLAlchemyError as failure:
+            return error(request, lang, 503, t["error_store"], str(failure.__class__.__name__))
+        # The job centre is checked on the stored row before anything else is made of the citizen's
+        # data: the same answer as for an unknown id, so nobody learns who exists elsewhere.
+        jobcentres = rows.citizens.loc[rows.citizens["citizen_id"] == citizen_id, "jobcentre"].tolist()
+        if len(jobcentres) != 1 or not principal.sees(jobcentres[0]):
+            return unknown(request, lang, citizen_id)
+        try:
             history = history_from_dataset(rows, citizen_id)
         except KeyError:
             return unknown(request, lang, citizen_id)
-        except SQLAlchemyError as failure:
-            return error(request, lang, 503, t["error_store"], str(failure.__class__.__name__))
-        if not principal.sees(history.citizen.jobcentre):
-            return unknown(request, lang, citizen_id)  # the same answer: nobody learns who exists elsewhere
         loaded = ctx.predictor.current()  # one model reference for the whole page
         if loaded is None:
             return error(request, lang, 503, t["error_503"], t["error_503_text"])

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -402,3 +402,23 @@ def test_the_linear_part_learns_from_a_sample_of_whole_citizens_above_its_row_li
     assert 0 < len(y) == chosen.sum() < len(frame)
     np.testing.assert_array_equal(y, frame["label"].to_numpy(float)[chosen])
     assert not frame["citizen_id"][~chosen].isin(set(frame["citizen_id"][chosen])).any()
+
+
+def test_a_contract_error_in_a_partition_names_the_partition_not_its_citizens(simulated, tmp_path):
+    """A partition's bounds are citizens' ids: the message counts partitions instead, and names table,
+    row and column as every contract error does."""
+    from features.contract_problems import ContractError
+
+    folder = tmp_path / "bad"
+    measurements = simulated.dataset.measurements.copy()
+    last = measurements.index[measurements["citizen_id"] == measurements["citizen_id"].max()][0]
+    measurements.loc[last, "cit_job_search"] = 9  # the last citizen's: the last partition
+    write_dataset(replace(simulated.dataset, measurements=measurements), folder, fmt="parquet")
+    source = ParquetSource(folder)
+    ranges = source.ranges(PER_PARTITION)
+    with pytest.raises(ContractError) as refused:
+        source.read(ranges[-1])
+    message = str(refused.value)
+    assert f"partition {len(ranges)} of {len(ranges)}" in message and "cit_job_search" in message
+    bounds = [r.first for r in ranges if r.first] + [r.stop for r in ranges if r.stop]
+    assert bounds and not any(b in message for b in bounds)

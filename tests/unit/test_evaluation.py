@@ -203,6 +203,29 @@ def test_fairness_table_gaps_by_hand() -> None:
     assert headline["fairness_max_calibration_gap"] == pytest.approx(0.05)
 
 
+def test_fairness_groups_of_few_citizens_get_no_metrics() -> None:
+    """Many rows of a few citizens pass the row minimum, but their observed rate is their own outcomes."""
+    rng = np.random.default_rng(5)
+    rows = 200
+    y = (rng.random(rows) < 0.3).astype(float)
+    p = rng.uniform(0.05, 0.6, rows)
+    origin = np.array(["dk"] * 160 + ["other"] * 40)
+    citizens = np.array([f"c{i % 80}" for i in range(160)] + [f"o{i % 4}" for i in range(40)])  # 80 and 4
+    table, headline = fairness_table(
+        y, p, None, pd.DataFrame({"origin": origin}), threshold=0.4, citizens=citizens, min_citizens=5
+    )
+    by = table.set_index("group")
+    assert by.loc["other", "n"] == 40  # over min_rows (30)
+    assert by.loc["other", ["roc_auc", "mean_predicted", "observed_rate", "false_negative_rate"]].isna().all()
+    assert by.loc["dk", ["roc_auc", "observed_rate"]].notna().all()
+    assert headline["fairness_origin_auc_gap"] == 0.0  # one group with metrics, no gap
+    # The same rows without citizen ids: the row minimum alone lets the four citizens' group through.
+    rows_only, _ = fairness_table(y, p, None, pd.DataFrame({"origin": origin}), threshold=0.4)
+    assert rows_only.set_index("group").loc["other", ["roc_auc", "observed_rate"]].notna().all()
+    with pytest.raises(ValueError, match="one id per prediction"):
+        fairness_table(y, p, None, pd.DataFrame({"origin": origin}), threshold=0.4, citizens=citizens[:10])
+
+
 def test_fairness_table_uses_weights_and_survives_a_one_class_group() -> None:
     y = [0, 1, 0, 0]
     p = [0.2, 0.6, 0.3, 0.4]
