@@ -172,7 +172,8 @@ def promote(body: PromoteRequest, request: Request, current: AdminSettings) -> A
 
     admin_audit(request, "admin_promote", version=body.version)
     try:
-        done = promote_version(current, body.version, body.reason)
+        # The caller, not the server's account: the user id of the admin who asked (as the audit row has it).
+        done = promote_version(current, body.version, body.reason, by=principal_of(request.scope).user_id)
     except LockHeld as error:
         return JSONResponse({"error": str(error)}, status_code=409)
     except UserError as error:

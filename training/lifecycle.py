@@ -266,11 +266,17 @@ class Promotion:
 
 
 def _move_alias(
-    settings: Settings, version: int, reason: str, expected: int | None, check: bool, held: Lease | None = None
+    settings: Settings,
+    version: int,
+    reason: str,
+    expected: int | None,
+    check: bool,
+    held: Lease | None = None,
+    by: str | None = None,
 ) -> Promotion:
     """Point the alias at `version` under the registry lock; with `check`, only if it still points at
     `expected` (compare and set), and only while the lease `held` (the retrain's) is still held. Tags the
-    version with when, by whom and why."""
+    version with when, by whom (`by`, else this process's user) and why."""
     from mlflow.exceptions import MlflowException
 
     from training import registry
@@ -297,16 +303,17 @@ def _move_alias(
         registry.set_champion(name, version, alias=alias, tracking_uri=settings.tracking_uri)
         for key, value in {
             "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "promoted_by": getpass.getuser(),
+            "promoted_by": by or getpass.getuser(),
             "promoted_reason": reason,
         }.items():
             client.set_model_version_tag(name, str(version), key, value)
     return Promotion(name, current, version, reason)
 
 
-def promote(settings: Settings, version: int, reason: str) -> Promotion:
-    """Move the alias to `version` by hand (roll back or forward), logged as an MLflow run "promote"."""
-    promotion = _move_alias(settings, version, reason, None, check=False)
+def promote(settings: Settings, version: int, reason: str, by: str | None = None) -> Promotion:
+    """Move the alias to `version` by hand (roll back or forward), logged as an MLflow run "promote";
+    `by` names who asked (the admin API's caller), else this process's user (the command line)."""
+    promotion = _move_alias(settings, version, reason, None, check=False, by=by)
     experiment = experiment_id(settings.experiment, settings.artifact_root, settings.tracking_uri)
     with started_run(tracking_client(settings.tracking_uri), experiment, PROMOTE_RUN) as run:
         run.params(
@@ -315,7 +322,7 @@ def promote(settings: Settings, version: int, reason: str) -> Promotion:
                 "from_version": promotion.from_version,
                 "to_version": promotion.to_version,
                 "reason": reason,
-                "by": getpass.getuser(),
+                "by": by or getpass.getuser(),
             }
         )
     return promotion

@@ -409,6 +409,8 @@ def test_service_serves_new_champion_and_admin_needs_the_role(server):
         "to_version": 1,
     }
     wait_for(lambda: served_version(client) == "1", 60, "the service to serve version 1 again")
+    tags = registry.client(home.settings.tracking_uri).get_model_version(home.settings.model_name, "1").tags
+    assert tags["promoted_by"] == "ops" and tags["promoted_reason"] == "drill"  # the caller, not the server's account
     # A retrain started over HTTP runs in the background; its job reports the outcome.
     home.ingest_round(ROUND_3)
     started = client.post("/admin/retrain", json={"dry_run": True}, headers=admin)
