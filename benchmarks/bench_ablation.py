@@ -157,17 +157,12 @@ def shifted_probability(
     rows, w = family_rows(frame, "weighted")
     y = frame["label"].to_numpy(dtype=float)
     check = held_out_citizens(frame["citizen_id"].to_numpy(), config.inner_share, config.seed) & rows
-    log_odds = logit(fitted.probability(X))
+    log_odds = fitted.log_odds(X)
     shrinkage, _ = choose_shrinkage(log_odds, codes, np.nan_to_num(y), w, rows & ~check, check)
-    p = fitted.probability(X)
-    shifts = caseworker_shifts(codes[rows], y[rows], p[rows], w[rows], shrinkage)
+    shifts = caseworker_shifts(codes[rows], y[rows], expit(log_odds[rows]), w[rows], shrinkage)
     shifts = level_kept(shifts, log_odds[rows], codes[rows], w[rows])
     chosen = {"caseworker_shrinkage": shrinkage, "caseworkers_shifted": int(np.count_nonzero(shifts))}
-    return lambda X_new, codes_new: expit(shifted(logit(fitted.probability(X_new)), codes_new, shifts)), chosen
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    return np.log(p / (1 - p))
+    return lambda X_new, codes_new: expit(shifted(fitted.log_odds(X_new), codes_new, shifts)), chosen
 
 
 def run(data: Path, names: list[str], config: TrainConfig) -> list[dict]:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from training.linear import weighted_log_loss
+from training.model import expit
 
 SHRINKAGES: tuple[float, ...] = (10.0, 20.0, 40.0, 80.0, 160.0, np.inf)
 
@@ -59,10 +60,10 @@ def level_kept(shifts: np.ndarray, log_odds: np.ndarray, codes: np.ndarray, w: n
     if not rows.any():
         return np.zeros(len(shifts))
     base, moved, w = log_odds[rows], log_odds[rows] + shifts[codes[rows]], w[rows]
-    target = np.sum(w / (1 + np.exp(-base)))
+    target = np.sum(w * expit(base))
     constant = 0.0
     for _ in range(50):  # Newton on a monotone function of one variable
-        p = 1 / (1 + np.exp(-(moved - constant)))
+        p = expit(moved - constant)
         step = (np.sum(w * p) - target) / max(np.sum(w * p * (1 - p)), 1e-12)
         constant += step
         if abs(step) < 1e-12:
@@ -90,7 +91,7 @@ def choose_shrinkage(
 ) -> tuple[float, dict[float, float]]:
     """The shrinkage whose shifts, learnt on the rows `fit` (masks, level kept), give the lowest weighted log loss on
     the rows `check`, and every candidate's loss. Ties go to the larger shrinkage (the smaller step)."""
-    p = 1.0 / (1.0 + np.exp(-log_odds))
+    p = expit(log_odds)
     losses = {}
     for shrinkage in sorted(shrinkages, reverse=True):
         shifts = caseworker_shifts(codes[fit], y[fit], p[fit], w[fit], shrinkage)

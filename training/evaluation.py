@@ -286,13 +286,15 @@ def threshold_for_top_share(p: ArrayLike, share: float = 0.2) -> float:
     return float(np.quantile(np.asarray(p, dtype=float), 1 - share))
 
 
-def _group_row(y: np.ndarray, p: np.ndarray, w: np.ndarray, threshold: float, min_rows: int, bins: int) -> dict:
+def _group_row(
+    y: np.ndarray, p: np.ndarray, w: np.ndarray, threshold: float, min_rows: int, bins: int, few_citizens: bool
+) -> dict:
     """FAIRNESS_COLUMNS but `calibration_in_the_large` for the rows of one group; NaN where the group
-    cannot support a metric (under `min_rows` rows, no weight, AUC of one class, FNR without positives).
-    A `min_rows` of 0 leaves every metric out (a group of too few citizens)."""
+    cannot support a metric (under `min_rows` rows, `few_citizens`, no weight, AUC of one class, FNR
+    without positives)."""
     row: dict[str, float] = {name: np.nan for name in FAIRNESS_COLUMNS if name != "calibration_in_the_large"}
     row["n"] = len(y)
-    if len(y) < min_rows or min_rows == 0:
+    if len(y) < min_rows or few_citizens:
         return row
     values = metric_values(y, p, w, bins)  # one pass gives AUC, Brier and ECE
     row.update({name: values[name] for name in ("roc_auc", "brier", "ece")})
@@ -326,7 +328,7 @@ def _by_group(
     for k in range(len(names)):
         at = order[bounds[k] : bounds[k + 1]]
         few = citizens is not None and len(pd.unique(citizens[at])) < min_citizens
-        rows.append(_group_row(y[at], p[at], w[at], threshold, 0 if few else min_rows, bins))
+        rows.append(_group_row(y[at], p[at], w[at], threshold, min_rows, bins, few))
     return pd.DataFrame(rows, index=pd.Index(names, name="group"), dtype=float)
 
 

@@ -72,6 +72,11 @@ class Fitted:
     def probability(self, X: np.ndarray) -> np.ndarray:
         return calibrated(self.predictor.margin(X), self.calibration)
 
+    def log_odds(self, X: np.ndarray) -> np.ndarray:
+        """The calibrated log-odds a * margin + b (what `probability` takes expit of)."""
+        a, b = self.calibration
+        return a * self.predictor.margin(X) + b
+
 
 def fit_family(learner: Learner, frame: pd.DataFrame, X: np.ndarray, config: TrainConfig) -> Fitted:
     """Fit one family on the rows of `frame` (matrix `X`) its row policy takes: a `config.inner_share` of

@@ -313,6 +313,7 @@ def _move_alias(
 def promote(settings: Settings, version: int, reason: str, by: str | None = None) -> Promotion:
     """Move the alias to `version` by hand (roll back or forward), logged as an MLflow run "promote";
     `by` names who asked (the admin API's caller), else this process's user (the command line)."""
+    by = by or getpass.getuser()
     promotion = _move_alias(settings, version, reason, None, check=False, by=by)
     experiment = experiment_id(settings.experiment, settings.artifact_root, settings.tracking_uri)
     with started_run(tracking_client(settings.tracking_uri), experiment, PROMOTE_RUN) as run:
@@ -322,7 +323,7 @@ def promote(settings: Settings, version: int, reason: str, by: str | None = None
                 "from_version": promotion.from_version,
                 "to_version": promotion.to_version,
                 "reason": reason,
-                "by": by or getpass.getuser(),
+                "by": by,
             }
         )
     return promotion

@@ -10,44 +10,21 @@ checked to find the ids where they are (the dataset folder), so a scan that sees
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest_service import small_train_config
+from relabelled_ids import relabelled
 
 from features.contract import write_dataset
-from features.dataset import Dataset, canonical
+from features.dataset import Dataset
 from simulator.simulation import simulate
 
 CITIZENS, SEED = 300, 1307
 MODEL = "bip-job-chance"
-ID_TABLES = ("citizens", "measurements", "interventions", "outcomes")
-
-
-def distinctive(prefix: str, value: str) -> str:
-    return f"{prefix}-{hashlib.sha256(value.encode()).hexdigest()[:12]}"
-
-
-def relabelled(dataset: Dataset) -> Dataset:
-    """The dataset with every citizen, measurement and caseworker id replaced by a distinctive one."""
-    citizens = {c: distinctive("cit", c) for c in dataset.citizens["citizen_id"]}
-    frames = {}
-    for name in ID_TABLES:
-        frame = getattr(dataset, name).copy()
-        frame["citizen_id"] = frame["citizen_id"].map(citizens)
-        if name == "measurements":
-            frame["measurement_id"] = frame["measurement_id"].map(lambda m: distinctive("msr", m))
-            frame["caseworker_id"] = frame["caseworker_id"].map(lambda w: distinctive("cwk", w))
-        frames[name] = canonical(name, frame)
-    caseworkers = dataset.caseworkers.assign(
-        caseworker_id=dataset.caseworkers["caseworker_id"].map(lambda w: distinctive("cwk", w))
-    )
-    frames["caseworkers"] = canonical("caseworkers", caseworkers)
-    return replace(dataset, **frames)
 
 
 @dataclass(frozen=True)

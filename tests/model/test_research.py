@@ -13,10 +13,8 @@ says so (a change of caseworker on the default scenario).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -24,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
+from relabelled_ids import relabelled
 from typer.testing import CliRunner
 
 from experiments.analyses import (
@@ -42,7 +41,6 @@ from experiments.progression import mean_indicator_change, progression_analysis
 from experiments.report import DEFAULT_EXPERIMENT
 from features.catalogue import PATTERNS
 from features.contract import write_dataset
-from features.dataset import Dataset, canonical
 from simulator.calibration import effective_caseworker_scenario
 from simulator.planted import CHANGED, PRACTICE_PLANTED, planted_progression
 from simulator.simulation import load_scenario, merge, simulate
@@ -288,7 +286,7 @@ def test_effective_caseworker_share_matches_the_simulated_what_if(default):
 def report_run(tmp_path, monkeypatch):
     """`bip report` on a small simulated dataset, with a temporary home and SQLite tracking store."""
     data = tmp_path / "data"
-    write_dataset(ids_relabelled(simulate(citizens=400, seed=11, truth_draws=0).dataset), data)
+    write_dataset(relabelled(simulate(citizens=400, seed=11, truth_draws=0).dataset), data)
     monkeypatch.setenv("BIP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     app = typer.Typer()
@@ -301,27 +299,7 @@ def report_run(tmp_path, monkeypatch):
     return out, f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def distinctive(prefix: str, value: str) -> str:
-    """An id no table, plot or number would hold by chance (the simulator's "W0017" could)."""
-    return f"{prefix}-{hashlib.sha256(value.encode()).hexdigest()[:12]}"
-
-
-ID_COLUMNS = {"citizen_id": "cit", "caseworker_id": "cwk", "measurement_id": "msr"}
-
-
-def ids_relabelled(dataset: Dataset) -> Dataset:
-    """The dataset with every citizen, caseworker and measurement id replaced by a distinctive one."""
-    frames = {}
-    for name in ("citizens", "caseworkers", "measurements", "interventions", "outcomes"):
-        frame = getattr(dataset, name).copy()
-        for column, prefix in ID_COLUMNS.items():
-            if column in frame:
-                frame[column] = frame[column].map(lambda v, prefix=prefix: distinctive(prefix, v))
-        frames[name] = canonical(name, frame)
-    return replace(dataset, **frames)
-
-
-def files_naming(folder: Path, ids: list[str], skip: Path) -> list[str]:
+def files_naming(folder: Path, ids: list[str], skip: Path | None = None) -> list[str]:
     """Files under `folder` (but not under `skip`) whose bytes hold any of `ids`."""
     needles = [i.encode() for i in ids]
     return [
@@ -376,5 +354,5 @@ def test_report_renders_every_table_and_plot_and_logs_each_analysis(report_run):
         )
         for value in pd.read_csv(root / "data" / f"{table}.csv", dtype=str)[column]
     ]
-    assert files_naming(root / "data", ids, skip=root / "none")
+    assert files_naming(root / "data", ids)
     assert files_naming(root, ids, skip=root / "data") == []
