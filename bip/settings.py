@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     gate_fairness_margin: float = Field(
         default=0.05, ge=0, description="Largest growth of a fairness gap between groups over the champion's."
     )
+    gc_full_threshold: int = Field(
+        default=1000,
+        ge=1,
+        description="In the service: middle-generation garbage collections between two full ones (Python's "
+        "third threshold, default 10). A full collection holds the worker's requests while it walks every "
+        "live object; see docs/serving.md, Operations.",
+    )
     lock_lease_seconds: float = Field(
         default=60.0, gt=0, description="How long the retrain and registry locks outlive a holder that died."
     )

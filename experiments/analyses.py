@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from experiments.mixed import MixedFit, fit_random_intercept_logit
+from experiments.mixed import MixedFit, NotConverged, fit_random_intercept_logit
 from experiments.person_rounds import (
     BELIEF,
     LATENT_INDICATORS,
@@ -139,12 +139,17 @@ def research_data(dataset: Dataset, horizon_months: int = 12) -> ResearchData:
 
 def fit_hazard_models(data: ResearchData, spec: DesignSpec, nodes: int | None = 7) -> HazardModels:
     """The hazard design of `spec`, its logit (cluster-robust by caseworker) and, unless `nodes` is
-    None, the same model with a random intercept per caseworker."""
+    None, the same model with a random intercept per caseworker (None too where it does not converge)."""
     rounds = data.rounds
     design = hazard_design(rounds, spec, data.window_days)
     y, groups = rounds["event"].to_numpy(float), rounds["caseworker_id"].to_numpy(dtype=object)
     logit = fit_logit(y, design, groups)
-    mixed = None if nodes is None else fit_random_intercept_logit(y, design, groups, nodes=nodes, start=logit.params)
+    mixed = None
+    if nodes is not None:
+        try:
+            mixed = fit_random_intercept_logit(y, design, groups, nodes=nodes, start=logit.params)
+        except (NotConverged, np.linalg.LinAlgError):  # small data: the analyses needing it say so
+            mixed = None
     return HazardModels(spec, design, logit, mixed)
 
 

@@ -246,14 +246,41 @@ def effect_quantiles(effects: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+TITLE = "4. Caseworker effects"
+QUESTION = (
+    "How much do job rates differ between caseworkers beyond their citizens' characteristics, and what if "
+    'every citizen had an "effective" caseworker?'
+)
+
+
+def not_estimable(data: ResearchData, config: ResearchConfig) -> Analysis:
+    """Analysis 4 where the random-intercept model does not converge on the data (e.g. a few hundred
+    citizens): said so, with the size of the data, and nothing estimated."""
+    rounds = data.rounds
+    return Analysis(
+        key="caseworker_effects",
+        title=TITLE,
+        question=QUESTION,
+        method="Random-intercept logit over person-rounds (see the full report on larger data).",
+        findings=[
+            f"Not estimable on these data: the random-intercept model did not converge with "
+            f"{len(rounds):,} person-rounds, {int(rounds['event'].sum()):,} events and "
+            f"{rounds['caseworker_id'].nunique():,} caseworkers. Pool more rounds or job centres."
+        ],
+        params={"quadrature_nodes": config.quadrature_nodes, "estimable": False},
+    )
+
+
 def caseworker_effect_analysis(data: ResearchData, models: HazardModels, config: ResearchConfig) -> Analysis:
     """Analysis 4: caseworker variation (random intercepts with shrinkage) and the thought experiment."""
     if models.mixed is None:
-        raise ValueError("analysis 4 needs the random-intercept model: fit_hazard_models(..., nodes=7)")
+        return not_estimable(data, config)
     y = data.rounds["event"].to_numpy(float)
     sd_low, sd_high = models.mixed.sd_interval(config.level)
     statistic, p_value = variance_test(models, y)
     total = fit_hazard_models(data, thought_experiment_spec(config), nodes=config.quadrature_nodes)
+    if total.mixed is None:
+        return not_estimable(data, config)
     total_low, total_high = total.mixed.sd_interval(config.level)
     shares = thought_experiment(data, total, config)
     by = shares.set_index("scenario")
@@ -306,11 +333,8 @@ def caseworker_effect_analysis(data: ResearchData, models: HazardModels, config:
     )
     return Analysis(
         key="caseworker_effects",
-        title="4. Caseworker effects",
-        question=(
-            "How much do job rates differ between caseworkers beyond their citizens' characteristics, and what if "
-            'every citizen had an "effective" caseworker?'
-        ),
+        title=TITLE,
+        question=QUESTION,
         method=(
             "Random-intercept logit over person-rounds with the covariates of analysis 1: the sd of caseworker "
             "effects by restricted maximum likelihood (fixed effects integrated out, so the sd is not shrunk for "

@@ -24,6 +24,11 @@ from experiments.person_rounds import z_value
 LOG_SD = "log_sd"
 
 
+class NotConverged(ValueError):
+    """The random-intercept model could not be fitted to these data (too few rounds or events per
+    caseworker, say): an analysis that needs it reports that it is not estimable."""
+
+
 @dataclass(frozen=True)
 class MixedFit:
     """Fixed effects and log sd (`params`, with covariance `cov`), and per-group posterior effects."""
@@ -170,7 +175,7 @@ def maximum_likelihood(data: _Data, theta: np.ndarray, adaptations: int = 5) -> 
             problem.objective, theta, jac=True, hess=problem.hessian, method="trust-exact", options={"gtol": 1e-6}
         )
         if not result.success and np.abs(result.jac).max() > 1e-3:
-            raise ValueError(f"the random-intercept logit did not converge: {result.message}")
+            raise NotConverged(f"the random-intercept logit did not converge: {result.message}")
         settled = np.abs(result.x - theta).max() < 1e-4
         theta = result.x
         if settled:
@@ -196,7 +201,7 @@ def fixed_effects_given_sd(data: _Data, beta: np.ndarray, log_sd: float, steps: 
                 break
             step = step / 2
         beta = beta - step
-    raise ValueError("the fixed effects of the random-intercept logit did not converge")
+    raise NotConverged("the fixed effects of the random-intercept logit did not converge")
 
 
 def restricted_maximum_likelihood(data: _Data, theta: np.ndarray) -> np.ndarray:
@@ -231,7 +236,7 @@ def fit_random_intercept_logit(
     `method` "reml" (default) estimates the sd by restricted maximum likelihood, "ml" by maximum
     likelihood; the fixed effects maximise the likelihood at that sd. Adaptive Gauss–Hermite
     quadrature: each group's nodes sit at its posterior mode, spread by the Laplace sd there.
-    `start` (e.g. the coefficients of a plain logit) speeds up the fit. Raises ValueError when a
+    `start` (e.g. the coefficients of a plain logit) speeds up the fit. Raises NotConverged when a
     fit does not converge, so that no unconverged estimate is ever reported. The covariance is the
     inverse of the likelihood's Hessian at the estimates.
     """

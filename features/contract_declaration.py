@@ -79,11 +79,22 @@ NOT_CPR: tuple[tuple[str, str], ...] = tuple((t, "citizen_id") for t in COLUMNS 
 CPR_MESSAGE = (
     "looks like a CPR number (ten digits, DDMMYY-XXXX); citizen ids must be pseudonymous: export the pseudonym instead"
 )
+# Ids: text of at most MAX_ID_LENGTH characters without control characters. The contract says only
+# "string"; a NUL cannot be stored in PostgreSQL, and a line break or a page of text is no id (the API
+# refuses the same: serving.schemas).
+ID_TEXT: tuple[tuple[str, str], ...] = tuple((t, c) for t in COLUMNS for c in COLUMNS[t] if c.endswith("_id"))
+MAX_ID_LENGTH = 128
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
+ID_TEXT_MESSAGE = (
+    f"is longer than {MAX_ID_LENGTH} characters or holds a control character (e.g. NUL, a line break); "
+    "export the id as plain text"
+)
 # Columns whose values describe a person (a citizen, or a caseworker by id): a problem in them is
 # reported without the value; the table, row and column say where it is.
 PERSONAL: frozenset[tuple[str, str]] = frozenset(
     {(table, "citizen_id") for table, _ in NOT_CPR}
     | {("measurements", "measurement_id"), ("measurements", "caseworker_id"), ("caseworkers", "caseworker_id")}
+    | {("caseworkers", "job_orientation")}  # a caseworker's own answer
     | {("citizens", c) for c in ("birth_year", "children", "benefit_share_5y", "enrolled_on")}
     | {("measurements", c) for c in ("measured_on", *SCORE_COLUMNS)}
     | {("interventions", c) for c in ("started_on", "ended_on")}

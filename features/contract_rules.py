@@ -29,10 +29,14 @@ import pyarrow.compute as pc
 from features.catalogue import EVENTS
 from features.contract_declaration import (
     CODES,
+    CONTROL_CHARACTERS,
     CPR_LIKE,
     CPR_MESSAGE,
     DATE_ORDER,
     DATES,
+    ID_TEXT,
+    ID_TEXT_MESSAGE,
+    MAX_ID_LENGTH,
     NO_EVENT,
     NOT_CPR,
     OPTIONAL,
@@ -73,6 +77,8 @@ def _column_schema(table: str, column: str, kind: str) -> pa.Column:
         )
     if (table, column) in NOT_CPR:
         checks.append(pa.Check(_not_cpr_like, error=CPR_MESSAGE))
+    if (table, column) in ID_TEXT:
+        checks.append(pa.Check(_plain_id, error=ID_TEXT_MESSAGE))
     if (table, column) in RANGES:
         low, high = RANGES[table, column]
         if high is None:
@@ -158,6 +164,16 @@ def _not_cpr_like(values: pd.Series) -> pd.Series:
     """True where a text is not ten digits with an optional dash after the sixth (a CPR number's shape)."""
     text = arrow_text(values)
     return pd.Series(pc.invert(pc.match_substring_regex(text, f"^(?:{CPR_LIKE})$")), index=values.index)
+
+
+def _plain_id(values: pd.Series) -> pd.Series:
+    """True where a text is at most MAX_ID_LENGTH characters long and holds no control character."""
+    text = arrow_text(values)
+    ok = pc.and_(
+        pc.less_equal(pc.utf8_length(text), MAX_ID_LENGTH),
+        pc.invert(pc.match_substring_regex(text, CONTROL_CHARACTERS)),
+    )
+    return pd.Series(pc.fill_null(ok, True), index=values.index)  # an empty cell is another rule's
 
 
 def _repeat_hits(table: str, frame: pd.DataFrame, keys: list[str], limit: int) -> Hits:

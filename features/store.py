@@ -411,6 +411,63 @@ def _check_references(conn: Connection, plans: dict[str, _Plan], dataset: dict[s
                 )
 
 
+def _check_kept_citizens(conn: Connection, changed: pd.DataFrame) -> None:
+    """Raise StoreError if a changed measurement would move to another citizen: a measurement_id names
+    one citizen's round for good (a re-used id would silently take a round from one citizen's history
+    and give it to another's)."""
+    if changed.empty:
+        return
+    table = SCHEMA.tables["measurements"]
+    stored = {
+        m: c
+        for batch in _batches(changed["measurement_id"].tolist(), IN_LIST_SIZE)
+        for m, c in conn.execute(
+            select(table.c.measurement_id, table.c.citizen_id).where(table.c.measurement_id.in_(batch))
+        ).all()
+    }
+    moved = sum(stored[m] != c for m, c in zip(changed["measurement_id"], changed["citizen_id"], strict=True))
+    if moved:
+        raise StoreError(
+            f"measurements.citizen_id: {moved} stored round(s) would move to another citizen. A measurement_id "
+            "names one citizen's round; give the other citizen's round an id of its own. Nothing was stored."
+        )
+
+
+def _check_merged(conn: Connection, plans: dict[str, _Plan]) -> None:
+    """Raise StoreError if the store, with the dataset written into it (not yet committed), breaks the
+    contract for a citizen the dataset touched: an export is checked on its own, and rules across tables
+    (no round before enrolment, say) also hold against rows it does not repeat. A first ingest into an
+    empty store was checked whole already."""
+    if all(plan.into_empty for plan in plans.values()):
+        return
+    touched = pd.concat(
+        [
+            part["citizen_id"]
+            for name in TABLES
+            if "citizen_id" in COLUMNS[name]
+            for part in (plans[name].new, plans[name].changed)
+        ],
+        ignore_index=True,
+    )
+    ids = sorted(set(touched.dropna().tolist()))
+    if not ids:
+        return
+    from features.contract import validate_dataset
+
+    tables = {name: _load_table(conn, name, "citizen_id", ids) for name in TABLES if name != "caseworkers"}
+    workers = sorted(set(tables["measurements"]["caseworker_id"].dropna().tolist()))
+    tables["caseworkers"] = _load_table(conn, "caseworkers", "caseworker_id", workers)
+    problems = validate_dataset(Dataset(**tables), max_problems=1000)
+    if problems:
+        # The rules broken and how often: rows of the store have no file row, and citizens' values stay out.
+        counts = pd.Series([f"{p.table}.{p.column}: {p.message}" for p in problems]).value_counts()
+        listed = "; ".join(f"{rule} ({n} row(s))" for rule, n in counts.items())
+        raise StoreError(
+            f"The dataset, merged with the store, would break the data contract for {len(ids)} citizen(s) it "
+            f"touches: {listed}. Nothing was stored."
+        )
+
+
 def _insert(conn: Connection, name: str, frame: pd.DataFrame) -> None:
     """Insert the rows in key order and in batches: COPY on PostgreSQL with psycopg, executemany elsewhere."""
     if frame.empty:
@@ -517,10 +574,12 @@ def ingest(
             SCHEMA.create_all(conn)
             plans = {name: _plan(conn, name, frames[name]) for name in tracked(progress, TABLES, "ingest: compare")}
             _check_references(conn, plans, frames)
+            _check_kept_citizens(conn, plans["measurements"].changed)
             for name in tracked(progress, TABLES, "ingest: write"):  # parents before children
                 plan = plans[name]
                 (_insert_into_empty if plan.into_empty else _insert)(conn, name, plan.new)
                 _update(conn, name, plan.changed)
+            _check_merged(conn, plans)
             added = {name: len(plans[name].new) for name in TABLES}
             updated = {name: len(plans[name].changed) for name in TABLES}
             ingest_id = _record_ingest(conn, source, added, updated)

@@ -86,7 +86,9 @@ RULES: tuple[Rule, ...] = (
     _rule("GET HEAD", "/readyz", None),
     _rule("GET HEAD", "/docs.json", None),
     _rule("GET HEAD", "/schema.json", None),
-    _rule("GET HEAD", "/", None),  # BentoML's API page (Swagger UI, served from the package itself)
+    _rule("GET HEAD", "/", None),  # the API page (BentoML's Swagger UI without remote scripts: serving.service)
+    _rule("GET HEAD", "/api-docs.js", None),
+    _rule("GET HEAD", "/api-docs.json", None),
     _rule("GET HEAD", "/static_content/{path:path}", None),
     # The API: raw histories in the body are for other systems; model information for every role.
     _rule("POST", "/predict", {S}),
@@ -109,15 +111,16 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def rule_for(method: str, path: str, rules: Iterable[Rule] = RULES) -> tuple[Rule | None, bool]:
-    """The rule of a request, and whether the path matched any rule at all (for 405 against 404)."""
-    path_known = False
+def rule_for(method: str, path: str, rules: Iterable[Rule] = RULES) -> tuple[Rule | None, str | None]:
+    """The rule of a request, and the template of the first rule whose path matches, whatever its
+    methods (None: no rule has the path; a 404, not a 405)."""
+    template = None
     for rule in rules:
         if rule.pattern.match(path):
-            path_known = True
+            template = template or rule.template
             if method in rule.methods:
-                return rule, True
-    return None, path_known
+                return rule, rule.template
+    return None, template
 
 
 def allowed(rule: Rule, principal: Principal | None) -> bool:
@@ -297,7 +300,7 @@ class AccessControl:
             await self.app(scope, receive, send)
             return
         start, method, path = time.perf_counter(), scope["method"], scope.get("path", "/")
-        rule, path_known = rule_for(method, path)
+        rule, template = rule_for(method, path)
         status_box = [500]
 
         async def counted_send(message: dict[str, Any]) -> None:
@@ -308,7 +311,7 @@ class AccessControl:
         principal = None
         try:
             if rule is None:
-                await _refusal(None, 405 if path_known else 404, scope)(scope, receive, counted_send)
+                await _refusal(None, 405 if template else 404, scope)(scope, receive, counted_send)
                 return
             principal = self.authenticator().principal(scope) if rule.roles is not None or rule.page else None
             if not allowed(rule, principal):
@@ -317,7 +320,7 @@ class AccessControl:
             scope[PRINCIPAL] = principal
             await self.app(scope, receive, counted_send)
         finally:
-            template = rule.template if rule else "(no route)"
+            template = template or "(no route)"  # a 405 counts under the route's template
             seconds = time.perf_counter() - start
             if self.metrics is not None:
                 self.metrics().observe(method, template, status_box[0], seconds)

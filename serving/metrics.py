@@ -10,10 +10,12 @@ BentoML's multiprocess-aware client for GET /metrics.
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PAUSE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class ServiceMetrics:
@@ -62,9 +64,36 @@ class ServiceMetrics:
             multiprocess_mode="max",
         )
 
+        self.full_collections = prom.Histogram(
+            "gc_full_collection_seconds",
+            "Python's full garbage collections in the service, by how long each held the worker's requests.",
+            namespace=namespace,
+            buckets=PAUSE_BUCKETS,
+        )
+        self._pauses: list[float] = []  # timed by the collector's callback, observed by the next request
+        self._full_started: float | None = None
+
+    def watch_collections(self) -> None:
+        """Time every full garbage collection of this process into `gc_full_collection_seconds`.
+
+        The collector's callback only notes the time: a metric's lock may be held by the very code whose
+        allocation started the collection, so the next request (`observe`) records it."""
+        gc.callbacks.append(self._collection)
+
+    def _collection(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._full_started = time.perf_counter()
+        elif self._full_started is not None:
+            self._pauses.append(time.perf_counter() - self._full_started)
+            self._full_started = None
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
+        while self._pauses:
+            self.full_collections.observe(self._pauses.pop())
 
     def predicted(self, version: str, kind: str, n: int = 1) -> None:
         self.predictions.labels(version, kind).inc(n)

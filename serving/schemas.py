@@ -40,7 +40,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from features.catalogue import INDICATORS
-from features.contract_declaration import CODES, CPR_LIKE, CPR_MESSAGE, DATES, RANGES
+from features.contract_declaration import CODES, CONTROL_CHARACTERS, CPR_LIKE, CPR_MESSAGE, DATES, MAX_ID_LENGTH, RANGES
 
 MAX_MEASUREMENTS = 200
 MAX_INTERVENTIONS = 1000
@@ -54,7 +54,19 @@ KINDS = ("indicator", "intervention_group", "history", "caseworker", "background
 # Strict: pydantic's own checks, in Rust, without lax coercion. In JSON a whole number must be a JSON
 # integer (not 3.0, "3" or true) and a date a "YYYY-MM-DD" string (a number would read as Unix time);
 # from Python, `int` and `datetime.date` objects.
-Id = Annotated[str, Field(min_length=1)]
+# Ids: at most MAX_ID_LENGTH characters, none of them a control character, as in an export
+# (features.contract_declaration.ID_TEXT): a NUL cannot be stored in PostgreSQL, where the audit trail
+# keeps the id, and a line break would split a log line.
+_CONTROL = re.compile(CONTROL_CHARACTERS)
+
+
+def _no_control_characters(value: str) -> str:
+    if _CONTROL.search(value):
+        raise PydanticCustomError("control_character", "must not contain control characters (e.g. NUL, line breaks)")
+    return value
+
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_no_control_characters)]
 Day = Annotated[date, Field(strict=True, ge=FIRST_DATE, le=LAST_DATE)]
 WholeNumber = Annotated[int, Field(strict=True)]
 
@@ -106,16 +118,16 @@ class Citizen(BaseModel):
 
     model_config = _FORBID
     citizen_id: CitizenId = Field(description="Pseudonymous id; never a personal identification number (CPR).")
-    jobcentre: Id
+    jobcentre: Annotated[str, Field(min_length=1)]
     birth_year: Annotated[WholeNumber, Field(**_bounds("citizens", "birth_year"))]
     gender: _codes("citizens", "gender")
     origin: _codes("citizens", "origin")
     civil_status: _codes("citizens", "civil_status")
     children: Annotated[WholeNumber, Field(**_bounds("citizens", "children"))]
     education: _codes("citizens", "education")
-    benefit_share_5y: Annotated[float, Field(**_bounds("citizens", "benefit_share_5y"), allow_inf_nan=False)] = Field(
-        description="Share of the previous 5 years on public income support, 0-1."
-    )
+    benefit_share_5y: Annotated[
+        float, Field(**_bounds("citizens", "benefit_share_5y"), allow_inf_nan=False, strict=True)
+    ] = Field(description="Share of the previous 5 years on public income support, 0-1.")
     enrolled_on: Day
 
 
@@ -146,7 +158,7 @@ class Caseworker(BaseModel):
     model_config = _FORBID
     caseworker_id: Id
     job_orientation: (
-        Annotated[float, Field(**_bounds("caseworkers", "job_orientation"), allow_inf_nan=False)] | None
+        Annotated[float, Field(**_bounds("caseworkers", "job_orientation"), allow_inf_nan=False, strict=True)] | None
     ) = None
 
 
@@ -270,7 +282,9 @@ class PredictRequest(CitizenHistory):
     """One citizen's history; `feature_contributions` adds the contribution of every feature."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, json_schema_extra={"example": EXAMPLE_HISTORY})
-    feature_contributions: bool = Field(default=False, description="Also return each feature's contribution.")
+    feature_contributions: bool = Field(
+        default=False, strict=True, description="Also return each feature's contribution."
+    )
 
 
 class BatchRequest(BaseModel):

@@ -20,10 +20,11 @@ new champion). Workers: BENTOML_CONFIG_OPTIONS="services.JobChance.workers=2"; t
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -32,7 +33,7 @@ from bentoml.exceptions import UnprocessableEntity
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 
 from bip.settings import load_settings
 from serving.access import AccessControl, Authenticator, Sessions, principal_of, session_key
@@ -43,6 +44,7 @@ from serving.core import ModelUnavailable, Predictor, gc_paused
 from serving.health import Health, Readiness, health
 from serving.metrics import ServiceMetrics, exposition
 from serving.page import PAGE_PATH, PageContext, create_app
+from serving.process import settle_collector
 from serving.schemas import (
     MAX_BATCH_MEASUREMENTS,
     MAX_MEASUREMENTS,
@@ -95,11 +97,11 @@ class RequestLimits:
             return
         limit = self.limits[path]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
-            await self._refuse(
-                scope, receive, send, 415, f"the body must be JSON (Content-Type: application/json), not {media_type!r}"
-            )
+            said = f"not {media_type!r}" if media_type else "and the request names no Content-Type"
+            message = f"the body must be JSON (Content-Type: application/json), {said}"
+            await self._refuse(scope, receive, send, 415, message)
             return
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -189,6 +191,47 @@ def history_limits(histories: list[CitizenHistory]) -> None:
 
 
 extra = FastAPI(title="bip job chance: model information", docs_url=None, redoc_url=None, openapi_url=None)
+API_PAGE = Path(__file__).parent / "static" / "api.html"
+API_PAGE_SCRIPT = Path(__file__).parent / "static" / "api-docs.js"
+# The API page runs BentoML's own Swagger UI files and ours, and nothing from elsewhere.
+API_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@extra.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+def api_page() -> Response:
+    """The API page: BentoML's Swagger UI page, which loads a tag manager from Google into the browser of
+    whoever opens it, replaced by the same page without it (serving/static/api.html)."""
+    return FileResponse(API_PAGE, media_type="text/html", headers=API_PAGE_HEADERS)
+
+
+@cache
+def api_description() -> dict[str, Any]:
+    """The API description the API page shows: /docs.json with BentoML's default text (badges drawn from
+    img.shields.io and other sites, and its own links) replaced by the service's description."""
+    spec = JobChance.openapi_spec.asdict()
+    info = {
+        **spec.get("info", {}),
+        "title": "bip job chance",
+        "description": " ".join((JobChance.inner.__doc__ or "").split()),
+    }
+    return {**spec, "info": info}
+
+
+@extra.api_route("/api-docs.json", methods=["GET", "HEAD"], include_in_schema=False)
+def api_page_description() -> Response:
+    """The API page's API description (`api_description`)."""
+    return JSONResponse(api_description(), headers=API_PAGE_HEADERS)
+
+
+@extra.api_route("/api-docs.js", methods=["GET", "HEAD"], include_in_schema=False)
+def api_page_script() -> Response:
+    """Starts the API page's Swagger UI (as BentoML's does, with the online validator off)."""
+    return FileResponse(API_PAGE_SCRIPT, media_type="text/javascript", headers=API_PAGE_HEADERS)
 
 
 @bentoml.service(
@@ -227,9 +270,10 @@ class JobChance:
         self.predictor.start(poll_seconds=self.poll_seconds)
         # What the caseworker page needs, made once (the page asks for it on every request).
         self.page = PageContext(self.predictor, settings, self.audit, sessions, self.metrics, directory)
-        # What is loaded by now (libraries, the model, settings) lives as long as the process: out of the
-        # collector's sight, a request's collections no longer walk it (a tail latency of milliseconds).
-        gc.freeze()
+        # What is loaded by now lives as long as the process: out of the collector's sight, and full
+        # collections rarer (serving.process.settle_collector); their pauses go to /metrics.
+        settle_collector(settings.gc_full_threshold)
+        self.metrics.watch_collections()
 
     def __is_ready__(self) -> bool:
         return self.predictor.ready

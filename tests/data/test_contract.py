@@ -322,6 +322,32 @@ def test_score_out_of_range(folder: Path) -> None:
     assert problem.message == "the value is outside 1-5; write a value from 1 to 5"  # an answer: named, not shown
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("w7", "the value is not a number (write decimals with a point, e.g. 0.5)"),  # e.g. shifted columns
+        ("9", "the value is outside 1-5; write a value from 1 to 5"),
+    ],
+)
+def test_a_caseworkers_job_orientation_is_named_not_shown(folder: Path, value: str, message: str) -> None:
+    set_cell(folder, "caseworkers", 1, "job_orientation", value)
+
+    problem = only_problem(folder)
+
+    assert where(problem) == ("caseworkers", 1, "job_orientation")
+    assert problem.message == message
+
+
+@pytest.mark.parametrize("value", ["m" * 129, "m\x07x", "m\tx"], ids=["long", "bell", "tab"])
+def test_an_id_is_plain_text_of_at_most_128_characters(folder: Path, value: str) -> None:
+    set_cell(folder, "measurements", 2, "measurement_id", value)
+
+    problem = only_problem(folder)
+
+    assert where(problem) == ("measurements", 2, "measurement_id")
+    assert problem.message.startswith("the value is longer than 128 characters or holds a control character")
+
+
 def test_score_not_whole(folder: Path) -> None:
     set_cell(folder, "measurements", 2, "cw_job_search", "3.5")
 

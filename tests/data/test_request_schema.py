@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from features.build import build_features
 from features.catalogue import CITIZEN_COLUMNS, SCORE_COLUMNS
 from features.contract import read_dataset
-from features.contract_declaration import CODES, DATES, OPTIONAL, RANGES
+from features.contract_declaration import CODES, DATES, MAX_ID_LENGTH, OPTIONAL, RANGES
 from features.dataset import COLUMNS
 from serving.histories import history_dataset, history_from_dataset
 from serving.schemas import (
@@ -109,6 +109,62 @@ def test_cpr_like_citizen_id_is_refused_by_the_request_without_echoing_it() -> N
 
     assert [e["loc"] for e in caught.value.errors()] == [("citizen", "citizen_id")]
     assert "CPR" in str(caught.value) and "010170-1234" not in str(caught.value)
+
+
+def with_value(path: tuple, value: object) -> dict[str, Any]:
+    """EXAMPLE_HISTORY with the value at `path` (keys and list positions) replaced."""
+    body = json.loads(json.dumps(EXAMPLE_HISTORY))
+    *parents, last = path
+    target = body
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    return body
+
+
+ID_PATHS = [
+    ("citizen", "citizen_id"),
+    ("measurements", 0, "measurement_id"),
+    ("measurements", 0, "caseworker_id"),
+    ("caseworkers", 0, "caseworker_id"),
+]
+
+
+@pytest.mark.parametrize("path", ID_PATHS, ids=lambda p: ".".join(map(str, p)))
+@pytest.mark.parametrize("bad", ["C\x00X", "C1\nC2", "x" * (MAX_ID_LENGTH + 1)], ids=["nul", "newline", "long"])
+def test_an_id_is_plain_text_of_at_most_the_contract_s_length(path: tuple, bad: str) -> None:
+    """As in an export (features.contract_declaration.ID_TEXT): a NUL could not be stored in PostgreSQL's
+    audit trail, where it would fail the other requests committed with it."""
+    with pytest.raises(ValidationError) as caught:
+        PredictRequest.model_validate_json(json.dumps(with_value(path, bad)))
+
+    assert [e["loc"] for e in caught.value.errors()] == [path]
+    assert bad not in str(caught.value)
+    longest = "x" * MAX_ID_LENGTH if path[-1] != "measurement_id" else "m" * MAX_ID_LENGTH
+    assert PredictRequest.model_validate_json(json.dumps(with_value(path, longest)))
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("citizen", "benefit_share_5y"), "0.8"),
+        (("caseworkers", 0, "job_orientation"), "3.6"),
+        (("feature_contributions",), "yes"),
+        (("feature_contributions",), 1),
+        (("feature_contributions",), "true"),
+    ],
+)
+def test_numbers_and_flags_are_not_coerced_from_other_json_types(path: tuple, value: object) -> None:
+    with pytest.raises(ValidationError) as caught:
+        PredictRequest.model_validate_json(json.dumps(with_value(path, value)))
+
+    assert [e["loc"] for e in caught.value.errors()] == [path]
+
+
+def test_a_whole_number_is_a_number() -> None:
+    request = PredictRequest.model_validate_json(json.dumps(with_value(("citizen", "benefit_share_5y"), 1)))
+
+    assert request.citizen.benefit_share_5y == 1.0
 
 
 # --- a stored citizen the contract accepts is a valid request ---------------------------------

@@ -75,6 +75,8 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/docs.json"): (200, 200, 200, 200, 200),
     ("GET", "/schema.json"): (200, 200, 200, 200, 200),
     ("GET", "/"): (200, 200, 200, 200, 200),
+    ("GET", "/api-docs.js"): (200, 200, 200, 200, 200),
+    ("GET", "/api-docs.json"): (200, 200, 200, 200, 200),
     ("POST", "/predict"): (401, 403, 403, 200, 403),
     ("POST", "/predict_batch"): (401, 403, 403, 200, 403),
     ("GET", "/model"): (401, 200, 200, 200, 200),
@@ -179,8 +181,10 @@ def test_metrics_name_route_templates_never_citizen_ids(served, stored_citizen):
     served.as_("caseworker").get(f"/caseworker/citizen/{stored_citizen}")
     for made_up in ("/made/up/1", "/made/up/2", "/caseworker/citizen-no"):
         served.anonymous().get(made_up)
+    assert served.anonymous().put("/model").status_code == 405
     text = served.as_("admin").get("/metrics").text
     assert 'route="/caseworker/citizen/{citizen_id:path}"' in text
+    assert 'bip_http_requests_total{method="PUT",route="/model",status="405"}' in text  # a 405 under its route
     assert stored_citizen not in text
     assert "/made/up" not in text and 'route="(no route)"' in text
 

@@ -734,3 +734,17 @@ def test_the_server_logged_no_server_error(served):
     log = served.log.read_text(errors="replace")
     assert served.process.poll() is None, log[-3000:]
     assert "status=500" not in log, log[-3000:]
+
+
+def test_the_api_page_shows_the_api_and_loads_nothing_from_elsewhere(open_tab):
+    """BentoML's own API page loads Google's tag manager; the service's (serving/static/api.html) runs
+    the same Swagger UI from the service's files alone (open_tab fails on any request elsewhere)."""
+    tab = open_tab()
+    messages: list[str] = []
+    tab.page.on("console", lambda message: messages.append(message.text))
+    response = tab.open("/")
+    assert response.status == 200
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    tab.page.get_by_text("/predict_batch").first.wait_for(timeout=30_000)  # drawn from /api-docs.json
+    assert any(url.endswith("/api-docs.json") for url in tab.requested)
+    assert not [m for m in messages if "Content Security Policy" in m], messages

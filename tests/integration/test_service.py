@@ -64,6 +64,7 @@ def test_health_endpoints(served):
     served.client.post("/predict", json=EXAMPLE_HISTORY).raise_for_status()
     metrics = served.client.get("/metrics")
     assert metrics.status_code == 200 and "# TYPE" in metrics.text  # Prometheus text format
+    assert "bip_gc_full_collection_seconds_count" in metrics.text  # the collector's pauses (settle_collector)
     wait_for(lambda: 'route="/predict"' in served.client.get("/metrics").text, 30, "/predict in /metrics")
 
 
@@ -237,9 +238,12 @@ def test_bad_batch_answers_400_naming_the_field(served, body, field):
 
 def test_bodies_that_are_not_json_or_too_large_answer_4xx(served):
     client = served.client
-    assert client.post("/predict", content=b"{not json").status_code == 400
-    assert client.post("/predict", content=b"").status_code == 400
+    json_type = {"content-type": "application/json"}
+    assert client.post("/predict", content=b"{not json", headers=json_type).status_code == 400
+    assert client.post("/predict", content=b"", headers=json_type).status_code == 400
     assert client.post("/predict", content=b"a=1", headers={"content-type": "text/plain"}).status_code == 415
+    unnamed = client.post("/predict", content=json.dumps(EXAMPLE_HISTORY).encode())  # httpx names no type
+    assert unnamed.status_code == 415 and "no Content-Type" in unnamed.json()["error"], unnamed.text
     large = client.post("/predict", content=b" " * (2 * 1024 * 1024), headers={"content-type": "application/json"})
     assert large.status_code == 413 and "/predict" in large.json()["error"]
 

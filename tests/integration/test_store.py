@@ -191,6 +191,44 @@ def test_a_reference_to_an_unknown_citizen_stores_nothing(store_url, dataset):
     assert store.ingests(store_url) == log
 
 
+def test_a_later_enrolment_that_stored_rounds_would_precede_stores_nothing(store_url, dataset):
+    """The export alone keeps the contract (one citizen row); merged with the store it would not: c10's
+    stored rounds, episodes and follow-up would all come before the new enrolment date."""
+    store.ingest(dataset, store_url)
+    before, log = store.load(store_url), store.ingests(store_url)
+    c10 = dataset.citizens[dataset.citizens["citizen_id"] == "c10"].assign(enrolled_on=pd.Timestamp("2016-06-01"))
+    only_c10 = replace(empty_dataset(), citizens=canonical("citizens", c10.reset_index(drop=True)))
+
+    with pytest.raises(store.StoreError, match=r"merged with the store.*enrolled_on") as refused:
+        store.ingest(only_c10, store_url)
+    assert "c10" not in str(refused.value) and "2016" not in str(refused.value)  # no ids, no dates
+
+    assert_same(store.load(store_url), before)
+    assert store.ingests(store_url) == log
+
+
+def test_a_stored_round_cannot_move_to_another_citizen(store_url, dataset):
+    store.ingest(dataset, store_url)
+    before = store.load(store_url)
+    moved = with_value(dataset, "measurements", ("m3",), "citizen_id", "c10")  # m3 is C2's round
+
+    with pytest.raises(store.StoreError, match=r"1 stored round\(s\) would move to another citizen") as refused:
+        store.ingest(moved, store_url)
+    assert "C2" not in str(refused.value) and "c10" not in str(refused.value)
+
+    assert_same(store.load(store_url), before)
+
+
+def test_a_round_changed_in_place_is_still_an_update(store_url, dataset):
+    store.ingest(dataset, store_url)
+
+    summary = store.ingest(
+        with_value(dataset, "measurements", ("m3",), "measured_on", pd.Timestamp("2013-05-21")), store_url
+    )
+
+    assert counts(summary) == {**NOTHING, "measurements": (0, 1)}
+
+
 def test_a_reference_to_an_unknown_caseworker_in_a_first_ingest_stores_nothing(store_url, dataset):
     bad = with_value(dataset, "measurements", ("m4",), "caseworker_id", "cw-9")
 

@@ -356,3 +356,17 @@ def test_report_renders_every_table_and_plot_and_logs_each_analysis(report_run):
     ]
     assert files_naming(root / "data", ids)
     assert files_naming(root, ids, skip=root / "data") == []
+
+
+def test_caseworker_effects_say_not_estimable_where_the_random_intercept_does_not_converge():
+    """150 citizens (seed 7): 14 events over 161 caseworkers. `bip report` stopped on the model's
+    ValueError; now analysis 4 says it is not estimable, with the size of the data, and estimates nothing."""
+    data = research_data(simulate(150, seed=7, truth_draws=0).dataset)
+    config = ResearchConfig()
+
+    models = fit_hazard_models(data, practice_spec(config), nodes=config.quadrature_nodes)
+    analysis = caseworker_effect_analysis(data, models, config)
+
+    assert models.mixed is None and models.logit is not None
+    assert analysis.findings[0].startswith("Not estimable on these data")
+    assert not analysis.metrics and not analysis.tables and analysis.params["estimable"] is False

@@ -30,9 +30,9 @@ def test_each_request_finds_its_rule_and_unknown_paths_find_none():
     rule, known = rule_for("GET", "/caseworker/citizen/ab/c%2F")
     assert rule is not None and rule.template == "/caseworker/citizen/{citizen_id:path}" and known
     assert rule_for("GET", "/caseworker")[0].template == "/caseworker/"
-    assert rule_for("DELETE", "/predict") == (None, True)  # the path exists: 405, not 404
-    assert rule_for("GET", "/caseworker/citizens") == (None, False)
-    assert rule_for("GET", "/admin/jobs/a/b") == (None, False)  # {job} is one path segment
+    assert rule_for("DELETE", "/predict") == (None, "/predict")  # the path exists: 405, not 404
+    assert rule_for("GET", "/caseworker/citizens") == (None, None)
+    assert rule_for("GET", "/admin/jobs/a/b") == (None, None)  # {job} is one path segment
     assert all(rule.methods for rule in RULES)
 
 
