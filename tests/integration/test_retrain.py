@@ -83,12 +83,24 @@ class Home:
         )
 
 
+# Enough scrambled rows for the challenger's AUC to fall far below the champion's, few enough for its
+# scores still to rank a little (a positive calibration slope), so that it is registered as rejected.
+SCRAMBLED_SHARE = 0.6
+
+
 def scrambled_outcomes(dataset: Dataset) -> Dataset:
-    """The outcomes shuffled between citizens: every citizen keeps a row, the rows are someone else's."""
-    outcomes = dataset.outcomes.copy()
-    order = np.random.default_rng(7).permutation(len(outcomes))
-    for column in ("event", "event_on", "followed_until"):
-        outcomes[column] = outcomes[column].to_numpy()[order]
+    """The outcomes of SCRAMBLED_SHARE of the citizens shuffled between citizens: those rows are someone
+    else's, except where another's follow-up would end before this citizen's enrolment (the citizen's own
+    row then: the store refuses an export that breaks the contract, merged with it or not)."""
+    outcomes = dataset.outcomes.reset_index(drop=True)
+    rng = np.random.default_rng(7)
+    order = rng.permutation(len(outcomes))
+    enrolled = outcomes["citizen_id"].map(dataset.citizens.set_index("citizen_id")["enrolled_on"])
+    fits = (outcomes["followed_until"].to_numpy()[order] >= enrolled.to_numpy()).astype(bool)
+    fits &= rng.random(len(outcomes)) < SCRAMBLED_SHARE
+    columns = ["event", "event_on", "followed_until"]
+    shuffled = outcomes[columns].iloc[order].reset_index(drop=True)
+    outcomes.loc[fits, columns] = shuffled.loc[fits, columns]
     return Dataset(dataset.citizens, dataset.caseworkers, dataset.measurements, dataset.interventions, outcomes)
 
 
