@@ -385,14 +385,22 @@ def _plan(conn: Connection, name: str, incoming: pd.DataFrame) -> _Plan:
     return _Plan(new=incoming[new], changed=incoming[changed], into_empty=False)
 
 
+def _stored_rows(conn: Connection, name: str, candidates: Sequence[str], columns: Sequence[str]) -> list[tuple]:
+    """The `columns` of the table's rows whose (single-column) key is one of the candidates, in batches."""
+    table = SCHEMA.tables[name]
+    key = table.c[KEYS[name][0]]
+    selected = select(*(table.c[c] for c in columns))
+    return [
+        tuple(row)
+        for batch in _batches(list(dict.fromkeys(candidates)), IN_LIST_SIZE)
+        for row in conn.execute(selected.where(key.in_(batch))).all()
+    ]
+
+
 def _stored_keys(conn: Connection, name: str, candidates: pd.Series) -> pd.Series:
     """Those of the candidate keys that the table already holds."""
-    key = SCHEMA.tables[name].c[KEYS[name][0]]
-    found = [
-        conn.execute(select(key).where(key.in_(batch))).scalars().all()
-        for batch in _batches(candidates.unique().tolist(), IN_LIST_SIZE)
-    ]
-    return pd.Series([k for part in found for k in part], dtype="str")
+    found = _stored_rows(conn, name, candidates.tolist(), KEYS[name][:1])
+    return pd.Series([k for (k,) in found], dtype="str")
 
 
 def _check_references(conn: Connection, plans: dict[str, _Plan], dataset: dict[str, pd.DataFrame]) -> None:
@@ -417,14 +425,9 @@ def _check_kept_citizens(conn: Connection, changed: pd.DataFrame) -> None:
     and give it to another's)."""
     if changed.empty:
         return
-    table = SCHEMA.tables["measurements"]
-    stored = {
-        m: c
-        for batch in _batches(changed["measurement_id"].tolist(), IN_LIST_SIZE)
-        for m, c in conn.execute(
-            select(table.c.measurement_id, table.c.citizen_id).where(table.c.measurement_id.in_(batch))
-        ).all()
-    }
+    stored = dict(
+        _stored_rows(conn, "measurements", changed["measurement_id"].tolist(), ["measurement_id", "citizen_id"])
+    )
     moved = sum(stored[m] != c for m, c in zip(changed["measurement_id"], changed["citizen_id"], strict=True))
     if moved:
         raise StoreError(

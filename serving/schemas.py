@@ -118,7 +118,7 @@ class Citizen(BaseModel):
 
     model_config = _FORBID
     citizen_id: CitizenId = Field(description="Pseudonymous id; never a personal identification number (CPR).")
-    jobcentre: Annotated[str, Field(min_length=1)]
+    jobcentre: Annotated[str, Field(min_length=1)]  # a name, not an id: the contract lets it hold any text
     birth_year: Annotated[WholeNumber, Field(**_bounds("citizens", "birth_year"))]
     gender: _codes("citizens", "gender")
     origin: _codes("citizens", "origin")
