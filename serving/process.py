@@ -1,11 +1,15 @@
-"""The service's process: its garbage collector's settings, and stopping a server started as a
-subprocess with the workers it forked into sessions of their own."""
+"""The service's process: its garbage collector's settings, its log of clients' mistakes, and stopping
+a server started as a subprocess with the workers it forked into sessions of their own."""
 
 from __future__ import annotations
 
 import gc
+import logging
 import signal
 import subprocess
+
+# The logger BentoML's API endpoints log a failed call on ("Exception on /predict [POST]", with traceback).
+BENTOML_ENDPOINT_LOGGER = "bentoml._internal.server.http_app"
 
 
 def settle_collector(full_threshold: int) -> None:
@@ -22,6 +26,42 @@ def settle_collector(full_threshold: int) -> None:
     gc.freeze()
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, full_threshold)
+
+
+def client_error_status(error: BaseException | None) -> int | None:
+    """The HTTP status BentoML answers `error` with when it is the client's mistake (4xx), else None:
+    a body that does not validate is a 400, a BentoMLException carries its own status."""
+    from bentoml.exceptions import BentoMLException
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        return 400
+    if isinstance(error, BentoMLException) and 400 <= error.error_code.value < 500:
+        return int(error.error_code.value)
+    return None
+
+
+class ClientErrorLines(logging.Filter):
+    """BentoML logs every failed API call at ERROR with a traceback, a client's mistake too: an alert on
+    ERROR lines would page someone for each malformed request. A client error becomes one WARNING line
+    with the status, the route and the error's type (no message: a validation error names the fields a
+    client sent, and a field name is the client's text); a server error is left as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = client_error_status(record.exc_info[1] if record.exc_info else None)
+        if status is not None and record.exc_info is not None:
+            record.args = (status, *(record.args or ()), type(record.exc_info[1]).__name__)
+            record.msg = "client error %d on %s [%s]: %s"
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_client_errors() -> None:
+    """Log clients' mistakes on BentoML's API endpoints as `ClientErrorLines` (once per process)."""
+    logger = logging.getLogger(BENTOML_ENDPOINT_LOGGER)
+    if not any(isinstance(f, ClientErrorLines) for f in logger.filters):
+        logger.addFilter(ClientErrorLines())
 
 
 def stop_process_tree(process: subprocess.Popen, timeout: float = 30) -> None:

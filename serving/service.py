@@ -44,7 +44,7 @@ from serving.core import ModelUnavailable, Predictor, gc_paused
 from serving.health import Health, Readiness, health
 from serving.metrics import ServiceMetrics, exposition
 from serving.page import PAGE_PATH, PageContext, create_app
-from serving.process import settle_collector
+from serving.process import quiet_client_errors, settle_collector
 from serving.schemas import (
     MAX_BATCH_MEASUREMENTS,
     MAX_MEASUREMENTS,
@@ -256,6 +256,7 @@ class JobChance:
     def __init__(self) -> None:
         os.umask(0o077)  # everything the service writes (store, secrets, job files) is private
         access_log()
+        quiet_client_errors()  # a client's mistake is one WARNING line, not an ERROR with a traceback
         settings = load_settings()
         self.settings = settings
         self.metrics = ServiceMetrics()

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from bip.errors import UserError
 from training.model import expit
+
+
+class NoSignal(UserError):
+    """The champion candidate's held-out scores do not rank citizens: there is no model to register."""
 
 
 def platt(margin: np.ndarray, y: np.ndarray, w: np.ndarray, iterations: int = 50) -> tuple[float, float]:
@@ -32,3 +37,16 @@ def platt(margin: np.ndarray, y: np.ndarray, w: np.ndarray, iterations: int = 50
 def calibrated(margin: np.ndarray, calibration: tuple[float, float]) -> np.ndarray:
     a, b = calibration
     return expit(a * margin + b)
+
+
+def ranking(calibration: tuple[float, float], scores: str) -> tuple[float, float]:
+    """`calibration` when its slope is positive (the held-out `scores` rank citizens the right way
+    round); else NoSignal: `platt` left the base rate alone, and a model giving everyone the same
+    chance is nothing to register or serve."""
+    if calibration[0] > 0:
+        return calibration
+    raise NoSignal(
+        f"the champion candidate's {scores} do not rank citizens (calibration slope {calibration[0]:.3f}): "
+        "calibrated, it would give everyone the base rate, so nothing was registered. The data hold too "
+        "little signal: train on more citizens or rounds, and check that the outcomes belong to these citizens."
+    )

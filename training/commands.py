@@ -135,6 +135,19 @@ def train(
         f"registered {settings.model_name} version {outcome.model_version}{alias}; "
         f"run {outcome.parent_run_id} in {outcome.seconds:.0f} s"
     )
+    if outcome.doubts:
+        typer.echo(doubts_warning(outcome.model_version, outcome.doubts, outcome.champion_set, settings.model_alias))
+
+
+def doubts_warning(version: int, doubts: tuple[str, ...], champion_set: bool, alias: str) -> str:
+    """The warning `bip train` prints when the registered version may be too weak to serve."""
+    serving = (
+        f" It is now the {alias} because there was none, so the service scores with it: train on more "
+        f"rounds or citizens, or `bip promote` a better version."
+        if champion_set
+        else ""
+    )
+    return f"warning: version {version} may be too weak to serve: {'; '.join(doubts)}.{serving}"
 
 
 def print_summary(table) -> None:

@@ -54,7 +54,7 @@ from features.distributed import (
 from features.feature_catalogue import ID_COLUMNS
 from features.labels import censoring_counts, dropout_weights, follow_up_ends
 from training import evaluation
-from training.calibration import calibrated, platt
+from training.calibration import calibrated, platt, ranking
 from training.config import CHAMPION_CANDIDATE, TrainConfig
 from training.data import fingerprint, follow_up_columns, labelled_rows
 from training.evaluation import headline
@@ -390,7 +390,9 @@ def train_on_dask(
     if blending:
         choice.params.update({"linear_share": share, "linear_c": float(config.linear_cs[linear_at])})
     choose_scored = blended_margins(choose_scored, linear_at, share)
-    calibration = platt(*(choose_scored[c].to_numpy() for c in ("margin", "label", "weight")))
+    calibration = ranking(
+        platt(*(choose_scored[c].to_numpy() for c in ("margin", "label", "weight"))), "scores on the choosing citizens"
+    )
     valid_scored, test_scored = (
         blended_margins(gathered_margins(rows, choice.booster, period_encoding, parts), linear_at, share)
         for rows in (validate, test)

@@ -219,6 +219,30 @@ def flatten_metrics(table: Mapping[str, tuple[float, float, float]], prefix: str
     return flat
 
 
+BASELINE_FAMILY = "background_only"  # the register alone: what the answers must add to
+
+
+def champion_doubts(metrics: Mapping[str, Mapping[str, float]], candidate: str) -> list[str]:
+    """Why the champion candidate may be too weak to serve, from the families' grouped-CV metrics (empty:
+    none): its AUC interval reaches chance (0.5), or its AUC is not above the register-only baseline's
+    (checked only where that family was trained). A first champion passes no retraining gate, so this
+    is what tells an administrator that the data were too few or too noisy."""
+    own = metrics[candidate]
+    doubts = []
+    if own["cv_roc_auc_low"] <= 0.5:
+        doubts.append(
+            f"its CV AUC {own['cv_roc_auc']:.3f} (95 % interval {own['cv_roc_auc_low']:.3f}-"
+            f"{own['cv_roc_auc_high']:.3f}) is not surely better than chance (0.5)"
+        )
+    baseline = metrics.get(BASELINE_FAMILY)
+    if baseline is not None and candidate != BASELINE_FAMILY and own["cv_roc_auc"] <= baseline["cv_roc_auc"]:
+        doubts.append(
+            f"its CV AUC {own['cv_roc_auc']:.3f} is not above {BASELINE_FAMILY}'s {baseline['cv_roc_auc']:.3f}: "
+            "the answers add nothing to the register background"
+        )
+    return doubts
+
+
 def reliability_table(y: ArrayLike, p: ArrayLike, w: ArrayLike | None, bins: int = 10) -> pd.DataFrame:
     """One row per non-empty equal-frequency bin: range of p, rows, weight, mean p, observed rate, gap.
 

@@ -323,6 +323,17 @@ def register_champion_candidate(
     return int(version.version), champion_set
 
 
+def record_doubts(run: RunLog, model_name: str, version: int, doubts: list[str], tracking_uri: str) -> None:
+    """`evaluation.champion_doubts` of a registered version, as a tag on the version and on the run (where
+    the registry's page and `bip models` show them), and as a warning in the log; nothing when none."""
+    if not doubts:
+        return
+    text = "; ".join(doubts)
+    run.tags({"champion_doubts": text})
+    tracking_client(tracking_uri).set_model_version_tag(model_name, str(version), "doubts", text)
+    logger.warning("%s version %s may be too weak to serve: %s", model_name, version, text)
+
+
 SUMMARY_COLUMNS: dict[str, str] = {
     "cv_roc_auc": "CV AUC",
     "cv_brier": "CV Brier",

@@ -29,10 +29,10 @@ from threadpoolctl import threadpool_limits
 
 from bip.progress import QUIET, Progress, step
 from features.dataset import Dataset
-from training.calibration import calibrated, platt
+from training.calibration import calibrated, platt, ranking
 from training.config import CHAMPION_CANDIDATE, TrainConfig
 from training.data import fingerprint, labelled_rows
-from training.evaluation import evaluation_metrics, headline, truth_of
+from training.evaluation import champion_doubts, evaluation_metrics, headline, truth_of
 from training.learners import Learner, Predictor, blend_of, champion_learner, learners
 from training.linear import LinearPart
 from training.model import JobChanceModel, encode
@@ -43,6 +43,7 @@ from training.tracking import (
     log_family,
     log_model,
     log_training_data,
+    record_doubts,
     register_champion_candidate,
     started_run,
     system_metrics,
@@ -165,6 +166,7 @@ class TrainOutcome:
     champion_set: bool
     seconds: float
     model: JobChanceModel | None = None
+    doubts: tuple[str, ...] = ()  # evaluation.champion_doubts of the registered version
 
 
 def with_champion_candidate(config: TrainConfig) -> TrainConfig:
@@ -217,12 +219,15 @@ def train(
                     if name == CHAMPION_CANDIDATE:
                         chosen, champion_run = results[name], child
                         with step(progress, f"{name}: refit"):
+                            calibration = ranking(chosen.calibration, "out-of-fold scores")
                             model = fit_job_chance_model(
-                                split.full, chosen.params, chosen.calibration, config, headline(chosen.metrics)
+                                split.full, chosen.params, calibration, config, headline(chosen.metrics)
                             )
                             logged = log_model(child, model, Path(tmp) / "pyfunc")
                 task.advance()
         version, champion_set = register_champion_candidate(run, logged, model_name, tracking_uri, alias, lease_url)
+        doubts = champion_doubts({n: r.metrics for n, r in results.items()}, CHAMPION_CANDIDATE)
+        record_doubts(run, model_name, version, doubts, tracking_uri)
         log_comparison(run, {n: {**r.metrics, "seconds": r.seconds} for n, r in results.items()})
         facts = card_facts(
             model_name=model_name,
@@ -245,4 +250,5 @@ def train(
         champion_set,
         seconds,
         model,
+        tuple(doubts),
     )

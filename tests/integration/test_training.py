@@ -185,6 +185,72 @@ def test_retraining_registers_a_new_version_and_leaves_the_champion(trained, mon
     assert os.environ.get("MLFLOW_TRACKING_URI") != trained.tracking_uri
 
 
+def test_the_trained_champion_is_not_doubted(trained):
+    assert "may be too weak" not in trained.train_output, trained.train_output
+
+
+def scrambled(data: Path, share: float, seed: int):
+    """The dataset at `data` with the outcomes of `share` of the citizens someone else's."""
+    from features.contract import read_dataset
+    from features.dataset import Dataset
+
+    dataset = read_dataset(data)[0]
+    outcomes = dataset.outcomes.reset_index(drop=True)
+    columns = ["event", "event_on", "followed_until"]
+    rng = np.random.default_rng(seed)
+    order, picked = rng.permutation(len(outcomes)), rng.random(len(outcomes)) < share
+    outcomes.loc[picked, columns] = outcomes[columns].iloc[order].reset_index(drop=True).loc[picked, columns]
+    return Dataset(dataset.citizens, dataset.caseworkers, dataset.measurements, dataset.interventions, outcomes)
+
+
+def train_first(dataset, folder: Path):
+    """`train` of the candidate and the register-only baseline into a fresh store in `folder`."""
+    from training.config import TrainConfig
+    from training.train import train
+
+    config = TrainConfig(
+        folds=2,
+        n_boot=30,
+        models=("xgboost_monotone", "background_only"),
+        xgboost_grid=({"max_depth": 3, "learning_rate": 0.1},),
+    )
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    return uri, train(dataset, uri, folder / "mlartifacts", "weak", MODEL, config)
+
+
+def test_a_weak_first_champion_is_registered_with_its_doubts(trained, monkeypatch, tmp_path):
+    from mlflow import MlflowClient
+
+    from training.commands import doubts_warning
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    uri, outcome = train_first(scrambled(trained.data, 0.9, seed=4), tmp_path)
+    assert outcome.champion_set and outcome.doubts, outcome.metrics["xgboost_monotone"]
+    assert any("chance" in doubt for doubt in outcome.doubts), outcome.doubts
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    version = client.get_model_version(MODEL, str(outcome.model_version))
+    assert version.tags["doubts"] == "; ".join(outcome.doubts)
+    assert client.get_run(outcome.parent_run_id).data.tags["champion_doubts"] == version.tags["doubts"]
+    shown = doubts_warning(outcome.model_version, outcome.doubts, outcome.champion_set, "champion")
+    assert shown.startswith(f"warning: version {outcome.model_version} may be too weak") and "bip promote" in shown
+    assert outcome.doubts[0] in shown
+
+
+def test_a_candidate_whose_scores_do_not_rank_is_not_registered(trained, monkeypatch, tmp_path):
+    from mlflow import MlflowClient
+
+    from training.calibration import NoSignal
+    from training.registry import champion_version
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with pytest.raises(NoSignal, match="do not rank citizens") as refused:
+        train_first(scrambled(trained.data, 1.0, seed=3), tmp_path)
+    assert "nothing was registered" in str(refused.value)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert champion_version(MODEL, tracking_uri=uri) is None
+    assert MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions(f"name='{MODEL}'") == []
+
+
 def test_predict_writes_one_row_per_measurement_with_top_indicators(trained, tmp_path, monkeypatch):
     from features.catalogue import INDICATOR_CODES
 

@@ -10,8 +10,10 @@ import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from training.evaluation import (
+    BASELINE_FAMILY,
     METRICS,
     age_band,
+    champion_doubts,
     expected_calibration_error,
     fairness_table,
     flatten_metrics,
@@ -304,3 +306,29 @@ def test_fairness_table_gives_fairlearns_figures() -> None:
             assert ours.loc[group, name] == frame.by_group.loc[group, name], (group, name)
     assert ours.loc["other", "n"] < 40 and ours.loc["other", ["roc_auc", "brier", "ece"]].isna().all()
     assert ours.index.tolist() == sorted(ours.index)
+
+
+def cv_auc(estimate: float, low: float, high: float) -> dict[str, float]:
+    return {"cv_roc_auc": estimate, "cv_roc_auc_low": low, "cv_roc_auc_high": high}
+
+
+def test_a_champion_surely_better_than_chance_and_the_baseline_has_no_doubts() -> None:
+    metrics = {"xgboost_monotone": cv_auc(0.76, 0.74, 0.78), BASELINE_FAMILY: cv_auc(0.66, 0.63, 0.69)}
+    assert champion_doubts(metrics, "xgboost_monotone") == []
+
+
+def test_a_champion_whose_interval_reaches_chance_is_doubted() -> None:
+    metrics = {"xgboost_monotone": cv_auc(0.56, 0.49, 0.63), BASELINE_FAMILY: cv_auc(0.52, 0.45, 0.59)}
+    [doubt] = champion_doubts(metrics, "xgboost_monotone")
+    assert "0.560" in doubt and "0.490-0.630" in doubt and "chance" in doubt
+
+
+def test_a_champion_not_above_the_register_baseline_is_doubted() -> None:
+    metrics = {"xgboost_monotone": cv_auc(0.64, 0.61, 0.67), BASELINE_FAMILY: cv_auc(0.65, 0.62, 0.68)}
+    [doubt] = champion_doubts(metrics, "xgboost_monotone")
+    assert BASELINE_FAMILY in doubt and "0.640" in doubt and "0.650" in doubt
+
+
+def test_without_the_baseline_family_only_chance_is_checked() -> None:
+    assert champion_doubts({"xgboost_monotone": cv_auc(0.70, 0.66, 0.74)}, "xgboost_monotone") == []
+    assert len(champion_doubts({"xgboost_monotone": cv_auc(0.50, 0.40, 0.60)}, "xgboost_monotone")) == 1
