@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         "third threshold, default 10). A full collection holds the worker's requests while it walks every "
         "live object; see docs/serving.md, Operations.",
     )
+    body_seconds: float = Field(
+        default=8.0,
+        gt=0,
+        description="In the service: how long a POST body to /predict or /predict_batch may take to arrive "
+        "(408 after it). Keep it below BentoML's request timeout (10 s; services.JobChance.traffic.timeout), "
+        "which answers 504.",
+    )
     lock_lease_seconds: float = Field(
         default=60.0, gt=0, description="How long the retrain and registry locks outlive a holder that died."
     )

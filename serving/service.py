@@ -8,9 +8,10 @@ Endpoints: POST /predict, POST /predict_batch, GET /model, GET /metrics, the cas
 BentoML adds /livez, /readyz (not ready until a model is loaded) and the OpenAPI document at
 /docs.json. Who may call what is `serving.access.RULES`, enforced by one middleware before anything
 else runs. Client mistakes answer 4xx: 400 with pydantic's `detail` (each error's `loc` names the
-field; input values are never echoed), 413 for a body over the limit, 415 for a body that is not
-JSON, 422 for a history over MAX_MEASUREMENTS rounds; 503 while no model is loaded. Every prediction
-is audited with who asked (`serving.audit`).
+field; input values are never echoed), 408 for a body that does not arrive in time
+(BIP_BODY_SECONDS), 413 for a body over the limit, 415 for a body that is not JSON, 422 for a history
+over MAX_MEASUREMENTS rounds; 503 while no model is loaded. Every prediction is audited with who
+asked (`serving.audit`).
 
 Environment (read when the service starts, never at import): the settings of `bip.settings`
 (MLFLOW_TRACKING_URI, BIP_HOME, ...) and BIP_MODEL_POLL_SECONDS (default 5; 0 = never look for a
@@ -20,6 +21,7 @@ new champion). Workers: BENTOML_CONFIG_OPTIONS="services.JobChance.workers=2"; t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -78,8 +80,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class RequestLimits:
-    """ASGI middleware for the JSON APIs in `limits`: a POST body must be JSON (415 otherwise) and at
-    most the path's limit (413). Other paths (the caseworker page's forms) pass untouched.
+    """ASGI middleware for the JSON APIs in `limits`: a POST body must be JSON (415 otherwise), at
+    most the path's limit (413), and arrive within `body_seconds()` (408: a client that sends less than
+    its Content-Length would otherwise hold the request until BentoML's timeout answers 504, a server
+    error for a client's mistake). Other paths (the caseworker page's forms) pass untouched.
 
     The body is read here, up to the limit, and replayed to the application, so a chunked upload
     without Content-Length cannot get past the limit either. On the `bulk` paths the garbage
@@ -87,8 +91,14 @@ class RequestLimits:
     thousands of histories otherwise spends half its time in collections that find nothing.
     """
 
-    def __init__(self, app: Any, limits: Mapping[str, int], bulk: frozenset[str] = frozenset()) -> None:
-        self.app, self.limits, self.bulk = app, dict(limits), bulk
+    def __init__(
+        self,
+        app: Any,
+        limits: Mapping[str, int],
+        body_seconds: Callable[[], float],
+        bulk: frozenset[str] = frozenset(),
+    ) -> None:
+        self.app, self.limits, self.body_seconds, self.bulk = app, dict(limits), body_seconds, bulk
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "").rstrip("/") or "/"
@@ -109,18 +119,22 @@ class RequestLimits:
                 scope, receive, send, 413, f"the body is {int(declared)} bytes; {path} takes at most {limit}"
             )
             return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > limit:
-                await self._refuse(scope, receive, send, 413, f"the body is over {limit} bytes, the limit of {path}")
-                return
-            if not message.get("more_body", False):
-                break
+        chunks: list[bytes] = []
+        seconds = self.body_seconds()
+        try:
+            async with asyncio.timeout(seconds):
+                complete = await self._read(receive, chunks, limit)
+        except TimeoutError:
+            arrived = sum(map(len, chunks))
+            expected = f"of {int(declared)} " if declared.isdigit() else ""
+            message = f"the body did not arrive within {seconds:g} s ({arrived} {expected}bytes came)"
+            await self._refuse(scope, receive, send, 408, message)
+            return
+        if complete is None:  # the client went away
+            return
+        if not complete:
+            await self._refuse(scope, receive, send, 413, f"the body is over {limit} bytes, the limit of {path}")
+            return
         body, sent = b"".join(chunks), False
 
         async def replay() -> dict[str, Any]:
@@ -135,6 +149,22 @@ class RequestLimits:
                 await self.app(scope, replay, send)
         else:
             await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _read(receive: Receive, chunks: list[bytes], limit: int) -> bool | None:
+        """Read the body into `chunks`: True once whole, False as soon as it is over `limit` bytes,
+        None if the client disconnected."""
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                return False
+            if not message.get("more_body", False):
+                return True
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
@@ -370,4 +400,9 @@ JobChance.add_asgi_middleware(
     AccessControl, authenticator=current_authenticator, metrics=lambda: current_service().metrics
 )
 JobChance.add_asgi_middleware(Readiness, health=lambda: current_service().health())
-JobChance.add_asgi_middleware(RequestLimits, limits=BODY_LIMITS, bulk=frozenset({"/predict_batch"}))
+JobChance.add_asgi_middleware(
+    RequestLimits,
+    limits=BODY_LIMITS,
+    body_seconds=lambda: current_service().settings.body_seconds,
+    bulk=frozenset({"/predict_batch"}),
+)

@@ -155,6 +155,7 @@ def served(tmp_path_factory) -> Iterator[Served]:
         "BIP_HOME": str(home),
         "MLFLOW_TRACKING_URI": tracking_uri,
         "BIP_MODEL_POLL_SECONDS": "1",
+        "BIP_BODY_SECONDS": "4",  # the 408 test waits this long (the default is 8)
         "OMP_NUM_THREADS": "1",
         # BentoML keeps its Prometheus files under BENTOML_HOME: a home of its own keeps /metrics to this server.
         "BENTOML_HOME": str(home / "bentoml"),

@@ -290,6 +290,31 @@ def test_a_400_names_the_field_and_never_echoes_or_logs_the_value(served, case, 
     assert marker not in server_log(served)
 
 
+def test_a_body_shorter_than_its_content_length_answers_408_not_bentomls_504(served):
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(served.url)
+    head = (
+        "POST /predict HTTP/1.1\r\n"
+        f"Host: {address.netloc}\r\n"
+        "Content-Type: application/json\r\n"
+        "Content-Length: 100\r\n"
+        f"Authorization: {served.client.headers['Authorization']}\r\n\r\n"
+    )
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(head.encode() + b'{"citizen"')  # 10 of the 100 bytes promised, then nothing
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 408"), answer
+    assert json.loads(body)["error"] == "the body did not arrive within 4 s (10 of 100 bytes came)"
+
+
 def test_predict_takes_1_mib_and_answers_413_above(served):
     body = json.dumps(EXAMPLE_HISTORY).encode()
     headers = {"content-type": "application/json"}
