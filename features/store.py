@@ -181,8 +181,9 @@ def _sqlite_begin(conn: Connection) -> None:
 
 @functools.lru_cache(maxsize=8)
 def _engine(url: str) -> Engine:
-    """One engine (and connection pool) per store URL, so the prediction service's lookups stay cheap."""
-    engine = create_engine(url)
+    """One engine (and connection pool) per store URL, so the prediction service's lookups stay cheap.
+    Its errors never show the statement's parameters: they are citizens' ids and answers."""
+    engine = create_engine(url, hide_parameters=True)
     if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
         Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # a fresh BIP_HOME
     if engine.dialect.name == "sqlite":
@@ -724,6 +725,20 @@ def citizen_ids(url: str, prefix: str = "", limit: int = 20, jobcentres: Iterabl
         if not _schema_exists(conn):
             return []
         return list(conn.execute(stmt).scalars())
+
+
+def visible(url: str, citizen_id: str, jobcentres: Iterable[str] | None = None) -> bool:
+    """Whether `citizen_id` is stored in one of `jobcentres` (None: any job centre). One look-up on the
+    primary key, filtered by job centre in the same statement, so a citizen of another job centre costs
+    what an unknown id costs: the caseworker page asks this before it reads a citizen."""
+    citizens = SCHEMA.tables["citizens"]
+    stmt = select(citizens.c.citizen_id).where(citizens.c.citizen_id == citizen_id)
+    if jobcentres is not None:
+        stmt = stmt.where(citizens.c.jobcentre.in_(sorted(jobcentres)))
+    with _engine(url).connect() as conn:
+        if not _schema_exists(conn):
+            return False
+        return conn.execute(stmt).first() is not None
 
 
 def jobcentres(url: str) -> list[str]:

@@ -22,13 +22,14 @@ hold a citizen id) and writes the access log line with the template, status and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from http.cookies import SimpleCookie
 from ipaddress import ip_address
@@ -123,6 +124,17 @@ def rule_for(method: str, path: str, rules: Iterable[Rule] = RULES) -> tuple[Rul
     return None, template
 
 
+def canonical_path(scope: Scope, rule: Rule) -> Scope:
+    """`scope` with the path of `rule`'s template where the request added a trailing slash: served as
+    the route itself rather than redirected (Starlette's redirect writes the client's Host header into
+    its Location). A `{...:path}` parameter keeps its slashes: they can belong to an id."""
+    path = scope.get("path", "/")
+    if path == "/" or not path.endswith("/") or rule.template.endswith("/") or ":path}" in rule.template:
+        return scope
+    raw = scope.get("raw_path")
+    return {**scope, "path": path.rstrip("/") or "/", "raw_path": raw.rstrip(b"/") if raw else raw}
+
+
 def allowed(rule: Rule, principal: Principal | None) -> bool:
     """Whether `principal` may call the route of `rule`."""
     return rule.roles is None or (principal is not None and bool(principal.roles & rule.roles))
@@ -171,22 +183,25 @@ class Sessions:
         secure = "; Secure" if self.secure else ""
         return f"{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}"
 
-    def session_of(self, value: str) -> tuple[str, float] | None:
-        """The user and issue time (Unix) of a session cookie's value; None if forged, broken or expired."""
+    def session_of(self, value: str) -> tuple[str, float, str] | None:
+        """The user, issue time (Unix) and random id of a session cookie's value; None if forged, broken
+        or expired."""
         try:
             data = self._cookies.loads(value, max_age=self.max_age)
         except BadSignature:
             return None
         if not isinstance(data, dict) or not isinstance(data.get("u"), str) or not isinstance(data.get("t"), float):
             return None
-        return data["u"], data["t"]
+        return data["u"], data["t"], str(data.get("n", ""))
 
     def form_token(self, principal: Principal) -> str:
-        return self._forms.dumps(principal.user_id)
+        """The form (CSRF) token of `principal`'s forms: bound to the user and, signed in with a cookie,
+        to that session, so that it is worth nothing in another session or once the session ended."""
+        return self._forms.dumps([principal.user_id, principal.session])
 
     def form_token_valid(self, token: str, principal: Principal) -> bool:
         try:
-            return self._forms.loads(token, max_age=self.max_age) == principal.user_id
+            return self._forms.loads(token, max_age=self.max_age) == [principal.user_id, principal.session]
         except BadSignature:
             return False
 
@@ -246,7 +261,11 @@ class Authenticator:
             return self._from_proxy(scope, headers)
         value = _cookie(headers, SESSION_COOKIE)
         session = self.sessions.session_of(value) if value and self.sessions else None
-        return self.directory.user(*session) if session and self.directory else None
+        if session is None or self.directory is None:
+            return None
+        user, issued, session_id = session
+        principal = self.directory.user(user, issued)
+        return replace(principal, session=session_id) if principal is not None else None
 
     def _from_proxy(self, scope: Scope, headers: dict[str, str]) -> Principal | None:
         user = headers.get(self.settings.proxy_user_header.lower(), "").strip()
@@ -286,6 +305,16 @@ def _refusal(rule: Rule | None, status: int, scope: Scope) -> Response:
     return JSONResponse({"error": messages[status]}, status_code=status, headers=headers)
 
 
+# The methods counted and logged by name; any other is "OTHER" (a method is the client's text: an id sent
+# as one would otherwise land in the access log and make a metric series of its own).
+HTTP_METHODS = frozenset(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"])
+
+
+def shown_method(method: str) -> str:
+    """`method` as the access log and the metrics name it."""
+    return method if method in HTTP_METHODS else "OTHER"
+
+
 class AccessControl:
     """ASGI middleware: every HTTP request is matched to its rule and its principal is checked against
     it before anything else runs; the principal is put in the scope for the handlers (`PRINCIPAL`)."""
@@ -317,16 +346,23 @@ class AccessControl:
             if not allowed(rule, principal):
                 await _refusal(rule, 401 if principal is None else 403, scope)(scope, receive, counted_send)
                 return
+            scope = canonical_path(scope, rule)
             scope[PRINCIPAL] = principal
             await self.app(scope, receive, counted_send)
+        except asyncio.CancelledError:
+            # BentoML's request timeout cancelled the request and answers 504 itself, outside this middleware.
+            if status_box[0] == 500:
+                status_box[0] = 504
+            raise
         finally:
             template = template or "(no route)"  # a 405 counts under the route's template
             seconds = time.perf_counter() - start
+            shown = shown_method(method)
             if self.metrics is not None:
-                self.metrics().observe(method, template, status_box[0], seconds)
+                self.metrics().observe(shown, template, status_box[0], seconds)
             log.info(
                 "%s %s %d %.1fms %s",
-                method,
+                shown,
                 template,
                 status_box[0],
                 1000 * seconds,

@@ -54,6 +54,7 @@ class Principal:
     roles: frozenset[Role]
     jobcentres: frozenset[str] | None
     via: str  # session, token, proxy or development
+    session: str = ""  # the signed-in session's own random id ("" for a token, the proxy or development)
 
     @property
     def role(self) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -34,7 +35,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from bip.errors import UserError
 from bip.settings import Settings, load_settings
 from serving.access import principal_of
 from serving.accounts import Role
@@ -47,13 +47,18 @@ stopped first)."""
 LOG_TAIL_CHARS = 4000
 
 
+# Strict, as the prediction API's models are: `"yes"` or `1` is no flag, `true` or `"1"` no version.
+_STRICT = ConfigDict(extra="forbid", strict=True)
+JOB_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{8}")  # as start_retrain names them
+
+
 class RetrainRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     dry_run: bool = False
 
 
 class PromoteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     version: int = Field(ge=1, description="The registered version to make the champion.")
     reason: str = Field(default="by hand over the admin endpoint", max_length=500)
 
@@ -114,9 +119,9 @@ def job_state(exit_code: int | None, outcome: dict[str, Any] | None, running: bo
 
 def job_status(settings: Settings, job: str) -> dict[str, Any]:
     """What a job's files say: running until its exit code is written."""
+    if not JOB_ID.fullmatch(job) or not (job_folder(settings, job) / "request.json").exists():
+        raise HTTPException(404, f"no retrain job {job[:40]!r}")
     folder = job_folder(settings, job)
-    if not job or "/" in job or job.startswith(".") or not (folder / "request.json").exists():
-        raise HTTPException(404, f"no retrain job {job!r}")
     code_file, outcome_file, log_file = folder / "exit_code", folder / "outcome.json", folder / "log.txt"
     code = int(code_file.read_text()) if code_file.exists() else None
     log = log_file.read_text(encoding="utf-8", errors="replace") if log_file.exists() else ""
@@ -167,6 +172,7 @@ def job(job: str, current: AdminSettings) -> dict[str, Any]:
 
 def promote(body: PromoteRequest, request: Request, current: AdminSettings) -> Any:
     """Move the champion alias to a registered version (409 while another promotion holds the lock)."""
+    from training.lifecycle import UnknownVersion
     from training.lifecycle import promote as promote_version
     from training.locks import LockHeld
 
@@ -176,8 +182,8 @@ def promote(body: PromoteRequest, request: Request, current: AdminSettings) -> A
         done = promote_version(current, body.version, body.reason, by=principal_of(request.scope).user_id)
     except LockHeld as error:
         return JSONResponse({"error": str(error)}, status_code=409)
-    except UserError as error:
-        return JSONResponse({"error": str(error)}, status_code=404)
+    except UnknownVersion as error:  # named without the tracking server's address
+        return JSONResponse({"error": f"{error.name} has no version {error.version}"}, status_code=404)
     return {"name": done.name, "from_version": done.from_version, "to_version": done.to_version}
 
 
@@ -191,10 +197,10 @@ async def fields_only(_: Request, error: RequestValidationError) -> JSONResponse
 
 def create_admin_app(settings: Callable[[], Settings] = load_settings) -> FastAPI:
     """The admin endpoints as an app to mount at /admin; `settings` is called per request."""
-    app = FastAPI(title="bip admin", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="bip admin", docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
     app.state.settings = settings
     app.exception_handler(RequestValidationError)(fields_only)
     app.post("/retrain", status_code=202, include_in_schema=False)(retrain)
-    app.get("/jobs/{job}", include_in_schema=False)(job)
+    app.api_route("/jobs/{job}", methods=["GET", "HEAD"], include_in_schema=False)(job)
     app.post("/promote", include_in_schema=False)(promote)
     return app

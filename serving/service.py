@@ -220,7 +220,10 @@ def history_limits(histories: list[CitizenHistory]) -> None:
         raise UnprocessableEntity(f"citizens: at most {MAX_BATCH_MEASUREMENTS} rounds in one batch")
 
 
-extra = FastAPI(title="bip job chance: model information", docs_url=None, redoc_url=None, openapi_url=None)
+# No redirect of a trailing slash: FastAPI's would build its Location from the client's Host header.
+extra = FastAPI(
+    title="bip job chance: model information", docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False
+)
 API_PAGE = Path(__file__).parent / "static" / "api.html"
 API_PAGE_SCRIPT = Path(__file__).parent / "static" / "api-docs.js"
 # The API page runs BentoML's own Swagger UI files and ours, and nothing from elsewhere.
@@ -370,7 +373,12 @@ class JobChance:
         body = pydantic_core.to_json({"model": records[0]["model"], "predictions": records})
         return Response(body, media_type="application/json")  # type: ignore[return-value]
 
-    @extra.get("/model", response_model=ModelInfo, responses={503: {"description": "No model loaded yet."}})
+    @extra.api_route(
+        "/model",
+        methods=["GET", "HEAD"],
+        response_model=ModelInfo,
+        responses={503: {"description": "No model loaded yet."}},
+    )
     def model(self) -> Any:
         """The model being served: name, version, alias, training-data fingerprint, headline
         metrics, the feature catalogue (Danish and English labels) and how fresh the registry's word is."""
@@ -389,7 +397,7 @@ class JobChance:
         """What /readyz reports: the model, the store, the registry."""
         return health(self.predictor, self.settings.store_url, self.poll_seconds)
 
-    @extra.get("/metrics", include_in_schema=False)
+    @extra.api_route("/metrics", methods=["GET", "HEAD"], include_in_schema=False)
     def prometheus(self, request: Request) -> Response:
         """The service's metrics for Prometheus (a role is needed: serving.access)."""
         body, content_type = exposition()

@@ -65,6 +65,14 @@ REGISTRY_LOCK_WAIT_SECONDS = 30.0
 AWAITING_PROMOTION = "awaiting promotion"
 
 
+class UnknownVersion(UserError):
+    """A version the registry does not have (the message names where it looked)."""
+
+    def __init__(self, name: str, version: int, where: str) -> None:
+        super().__init__(f"{name} has no version {version} in {where}")
+        self.name, self.version = name, version
+
+
 class RetrainError(UserError):
     """Retraining cannot go ahead (no champion, no new outcomes, another horizon)."""
 
@@ -293,8 +301,7 @@ def _move_alias(
         try:
             client.get_model_version(name, str(version))
         except MlflowException as error:
-            where = registry.shown_uri(settings.tracking_uri)
-            raise UserError(f"{name} has no version {version} in {where}") from error
+            raise UnknownVersion(name, version, registry.shown_uri(settings.tracking_uri)) from error
         current = registry.champion_version(name, alias=alias, tracking_uri=settings.tracking_uri)
         if check and current != expected:
             raise RetrainError(f"the {alias} moved from version {expected} to {current} while retraining: not promoted")

@@ -56,7 +56,7 @@ class LeaseLost(LockHeld):
 
 def _engine(url: str) -> Engine:
     connect_args = {"timeout": SQLITE_BUSY_SECONDS} if url.startswith("sqlite") else {}
-    return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    return create_engine(url, connect_args=connect_args, pool_pre_ping=True, hide_parameters=True)
 
 
 def _ensure_row(engine: Engine, name: str) -> None:

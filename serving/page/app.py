@@ -7,6 +7,7 @@ the `serving` package folder, so that the package data stays where it was.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -25,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from features import store
 from features.catalogue import GROUP_LABELS, GROUPS, indicator
+from features.contract_declaration import CONTROL_CHARACTERS, MAX_ID_LENGTH
 from serving import accounts, audit
 from serving.access import Sessions, principal_of
 from serving.accounts import Principal
@@ -41,7 +43,6 @@ from serving.page.charts import (
     waterfall_chart,
 )
 from serving.page.forms import (
-    MAX_ID_CHARS,
     MAX_REASON_CHARS,
     FormError,
     form_token,
@@ -56,6 +57,7 @@ from serving.schemas import Prediction
 PAGE_PATH = "/caseworker"
 SERVING = Path(__file__).resolve().parent.parent  # templates/ and static/ are package data of `serving`
 SEARCH_LIMIT = 50
+CONTROL = re.compile(CONTROL_CHARACTERS)
 
 
 def language(request: Request) -> str:
@@ -130,7 +132,9 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
     def search(request: Request) -> Response:
         lang, ctx = language(request), context()
         principal = principal_of(request.scope)
-        q = request.query_params.get("q", "").strip()[:MAX_ID_CHARS]
+        q = request.query_params.get("q", "").strip()[:MAX_ID_LENGTH]
+        if not plain_id(q) and q:
+            return error(request, lang, 400, TEXT[lang]["error_search"], TEXT[lang]["error_search_text"])
         try:
             ids = store.citizen_ids(ctx.settings.store_url, q, SEARCH_LIMIT, principal.jobcentres)
         except SQLAlchemyError as failure:
@@ -143,12 +147,17 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
         principal = principal_of(request.scope)
         citizen_id = request.path_params["citizen_id"]
         url = ctx.settings.store_url
+        if not plain_id(citizen_id):  # no stored id is longer or holds a control character (the contract)
+            return unknown(request, lang, citizen_id)
         try:
+            # Whether the caseworker may see the citizen, in one look-up that costs the same for a citizen
+            # of another job centre as for an unknown id: the same answer, and the same time, for both.
+            if not store.visible(url, citizen_id, principal.jobcentres):
+                return unknown(request, lang, citizen_id)
             rows = store.load(url, [citizen_id])  # read once: shown as a history, scored as arrays
         except SQLAlchemyError as failure:
             return error(request, lang, 503, t["error_store"], str(failure.__class__.__name__))
-        # The job centre is checked on the stored row before anything else is made of the citizen's
-        # data: the same answer as for an unknown id, so nobody learns who exists elsewhere.
+        # Checked again on the rows read, before anything is made of the citizen's data.
         jobcentres = rows.citizens.loc[rows.citizens["citizen_id"] == citizen_id, "jobcentre"].tolist()
         if len(jobcentres) != 1 or not principal.sees(jobcentres[0]):
             return unknown(request, lang, citizen_id)
@@ -202,7 +211,7 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
         lang, ctx = language(request), context()
         principal = principal_of(request.scope)
         try:
-            body = await read_form(request)
+            body = await read_form(request, ctx.settings.body_seconds)
             if not same_origin(request) or not ctx.sessions.form_token_valid(form_token(body), principal):
                 raise FormError(403, "error_403_form")
             form = parse_assessment(body)
@@ -254,10 +263,12 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
     async def login(request: Request) -> Response:
         lang, ctx = language(request), context()
         t = TEXT[lang]
-        if ctx.settings.auth != "builtin" or not same_origin(request):
+        if ctx.settings.auth != "builtin":
             return error(request, lang, 403, t["login_heading"], t["login_not_here"])
+        if not same_origin(request):
+            return error(request, lang, 403, t["login_heading"], t["error_403_form"])
         try:
-            form = parse_login(await read_form(request))
+            form = parse_login(await read_form(request, ctx.settings.body_seconds))
         except FormError as failure:
             message = str(failure)
             return error(request, lang, failure.status, t["login_heading"], t.get(message, message))
@@ -280,7 +291,7 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
             return page(request, "login.html", lang, 401, next=form.next, proxy=False, failed=t["login_failed"])
         await run_in_threadpool(ctx.audit.append, [Event.by(principal, "login")])
         ctx.count("login")
-        target = form.next if lang == "da" or "lang=" in form.next else f"{form.next}?lang={lang}"
+        target = form.next if lang == "da" or "lang=" in form.next else with_query(form.next, lang=lang)
         response = RedirectResponse(target, status_code=303)
         response.headers["Set-Cookie"] = ctx.sessions.cookie(principal.user_id)
         return response
@@ -290,7 +301,7 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
         principal = principal_of(request.scope)
         lang = language(request)
         try:
-            body = await read_form(request)
+            body = await read_form(request, ctx.settings.body_seconds)
             if not same_origin(request) or not ctx.sessions.form_token_valid(form_token(body), principal):
                 raise FormError(403, "error_403_form")
         except FormError as failure:
@@ -318,6 +329,17 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
             Mount("/static", StaticFiles(directory=SERVING / "static"), name="static"),
         ]
     )
+
+
+def plain_id(value: str) -> bool:
+    """Whether `value` could be a stored id: at most MAX_ID_LENGTH characters, no control character (what
+    the contract lets into the store; anything else is no citizen, and PostgreSQL refuses a NUL)."""
+    return len(value) <= MAX_ID_LENGTH and not CONTROL.search(value)
+
+
+def with_query(target: str, **values: str) -> str:
+    """`target` (a path, perhaps with a query) with `values` added to its query."""
+    return f"{target}{'&' if '?' in target else '?'}{urlencode(values)}"
 
 
 def waterfall_labels(lang: str) -> dict[str, str]:

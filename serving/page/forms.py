@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,12 +10,14 @@ from urllib.parse import parse_qs
 
 from starlette.requests import Request
 
+from features.contract_declaration import CONTROL_CHARACTERS
 from serving.audit import ASSESSMENTS
 from serving.page.text import LANGUAGES
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_REASON_CHARS = 1000
 MAX_ID_CHARS = 64
+MAX_VIEW_ID = 2**31 - 1  # the audit trail's ids are 32-bit integers on PostgreSQL
 
 
 class FormError(ValueError):
@@ -45,7 +48,8 @@ class LoginForm:
     lang: str
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # in free text: tabs and line breaks allowed
+_ANY_CONTROL = re.compile(CONTROL_CHARACTERS)  # in a name: none, as in the contract's ids
 
 
 def form_fields(body: bytes) -> Callable[[str, bool], str]:
@@ -67,11 +71,9 @@ def form_fields(body: bytes) -> Callable[[str, bool], str]:
 
 
 def form_token(body: bytes) -> str:
-    """The form (CSRF) token of a posted form, '' when there is none."""
-    try:
-        return form_fields(body)("form_token", False)
-    except FormError:
-        return ""
+    """The form (CSRF) token of a posted form, '' when there is none; FormError(400) for a body that is
+    no form at all (not UTF-8, too many fields, the token given twice), so that the answer says so."""
+    return form_fields(body)("form_token", False)
 
 
 def parse_assessment(body: bytes) -> AssessmentForm:
@@ -79,7 +81,7 @@ def parse_assessment(body: bytes) -> AssessmentForm:
     one = form_fields(body)
     token = one("form_token", False)
     view = one("view", True)
-    if not view.isdigit() or len(view) > 18:
+    if not (view.isascii() and view.isdigit()) or len(view) > 10 or int(view) > MAX_VIEW_ID:
         raise FormError(400, "view: not a page view")
     assessment = one("assessment", True)
     if assessment not in ASSESSMENTS:
@@ -99,6 +101,8 @@ def parse_login(body: bytes) -> LoginForm:
     name, password = one("name", True).strip(), one("password", True)
     if len(name) > MAX_ID_CHARS or len(password) > 1024:
         raise FormError(400, "name / password: too long")
+    if _ANY_CONTROL.search(name) or "\x00" in password:  # no user has one; PostgreSQL refuses a NUL
+        raise FormError(400, "name / password: contains control characters")
     lang = one("lang", False)
     return LoginForm(name, password, safe_next(one("next", False)), lang if lang in LANGUAGES else "da")
 
@@ -109,14 +113,24 @@ def safe_next(target: str, home: str = "/caseworker/") -> str:
     return target if target.startswith("/caseworker/") and not bad else home
 
 
-async def read_form(request: Request, limit: int = MAX_FORM_BYTES) -> bytes:
-    """The body of an HTML form post, at most `limit` bytes (FormError 415/413 otherwise)."""
+async def read_form(request: Request, seconds: float, limit: int = MAX_FORM_BYTES) -> bytes:
+    """The body of an HTML form post, at most `limit` bytes, arrived within `seconds` (FormError 415, 413
+    or 408 otherwise: a body shorter than its Content-Length would hold the request until BentoML's
+    timeout answers 504)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/x-www-form-urlencoded":
         raise FormError(415, "error_415")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise FormError(413, "error_413")
+    try:
+        async with asyncio.timeout(seconds):
+            return await _body(request, limit)
+    except TimeoutError:
+        raise FormError(408, "error_408") from None
+
+
+async def _body(request: Request, limit: int) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

@@ -328,3 +328,27 @@ def test_every_ingest_is_logged_with_its_counts(store_url, dataset):
     assert log[0]["added"]["measurements"] == 4
     assert log[1]["added"] == dict.fromkeys(TABLES, 0)
     assert log[0]["ingested_at"] <= log[1]["ingested_at"]
+
+
+def test_visible_looks_a_citizen_up_within_job_centres(store_url, dataset):
+    store.ingest(dataset, store_url)
+    assert store.visible(store_url, "c10", ["Aarhus"]) and store.visible(store_url, "c10", None)
+    assert not store.visible(store_url, "C2", ["Aarhus"])  # stored, in Odense
+    assert not store.visible(store_url, "nobody", ["Aarhus"]) and not store.visible(store_url, "nobody", None)
+
+
+def test_a_database_error_shows_no_parameters(store_url, dataset):
+    """A statement's parameters are citizens' ids and answers: an error (here PostgreSQL's refusal of a
+    NUL; SQLite takes it, so the error is forced) names the statement, never its values."""
+    from sqlalchemy import select, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    store.ingest(dataset, store_url)
+    secret = "QX-secret-4417"
+    citizens = store.SCHEMA.tables["citizens"]
+    with pytest.raises(SQLAlchemyError) as failed, store.engine(store_url).connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(citizens).where(citizens.c.citizen_id == f"{secret}\x00"))
+        else:
+            conn.execute(select(citizens).where(citizens.c.citizen_id == secret).where(text("no_such_function(1) = 1")))
+    assert secret not in str(failed.value) and "hidden" in str(failed.value)

@@ -103,8 +103,8 @@ def test_sessions_are_signed_and_expire():
     header = sessions.cookie("anna")
     assert "HttpOnly" in header and "SameSite=Strict" in header and "Secure" in header and "Max-Age=1" in header
     value = header.split(";")[0].split("=", 1)[1]
-    user, issued = sessions.session_of(value)
-    assert user == "anna" and abs(issued - time.time()) < 5
+    user, issued, session = sessions.session_of(value)
+    assert user == "anna" and abs(issued - time.time()) < 5 and len(session) == 16
     assert sessions.session_of(value[:-2] + ("AA" if not value.endswith("AA") else "BB")) is None
     assert Sessions("another-key-entirely-for-signing!", 60, False).session_of(value) is None
     time.sleep(2.1)
@@ -118,6 +118,15 @@ def test_form_tokens_belong_to_one_user():
     token = sessions.form_token(anna)
     assert sessions.form_token_valid(token, anna) and not sessions.form_token_valid(token, bo)
     assert not sessions.form_token_valid("", anna)
+
+
+def test_a_form_token_of_a_session_is_worth_nothing_in_another():
+    sessions = Sessions("a-key-of-some-length-for-signing", 3600, secure=False)
+    first = Principal("anna", frozenset({Role.caseworker}), frozenset({"A"}), "session", session="1111")
+    second = Principal("anna", frozenset({Role.caseworker}), frozenset({"A"}), "session", session="2222")
+    token = sessions.form_token(first)
+    assert sessions.form_token_valid(token, first) and not sessions.form_token_valid(token, second)
+    assert sessions.form_token(first) != sessions.form_token(second)
 
 
 @pytest.mark.parametrize(
