@@ -460,7 +460,7 @@ def test_a_job_state_means_one_thing(tmp_path):
     from serving.admin import JOB_STATES, job_folder, job_state, job_status
 
     settings = isolated_settings(tmp_path)
-    folder = job_folder(settings, "20261128T000000-abc")
+    folder = job_folder(settings, "20261128T000000-0abc1234")
     folder.mkdir(parents=True)
     (folder / "request.json").write_text(json.dumps({"dry_run": False, "command": ["retrain"]}))
     (folder / "log.txt").write_text("error: retrain refused: another process holds the retrain lock (pid 7)\n")
