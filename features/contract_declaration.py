@@ -89,6 +89,11 @@ ID_TEXT_MESSAGE = (
     f"is longer than {MAX_ID_LENGTH} characters or holds a control character (e.g. NUL, a line break); "
     "export the id as plain text"
 )
+# Free text (a job centre's name): any text but a NUL, which PostgreSQL cannot store (a contract gap, as
+# for ids; a line break in a quoted CSV cell stays allowed).
+FREE_TEXT: tuple[tuple[str, str], ...] = (("citizens", "jobcentre"), ("caseworkers", "jobcentre"))
+NUL = "\x00"
+FREE_TEXT_MESSAGE = "holds a NUL character, which the store cannot hold; export the name as plain text"
 # Columns whose values describe a person (a citizen, or a caseworker by id): a problem in them is
 # reported without the value; the table, row and column say where it is.
 PERSONAL: frozenset[tuple[str, str]] = frozenset(

@@ -28,8 +28,7 @@ import pyarrow
 import pyarrow.compute as pc
 from pandas.api import types as ptypes
 
-from features.contract_declaration import PERSONAL
-from features.contract_problems import Hits, Problem, cell, found, found_where, show
+from features.contract_problems import Hits, Problem, cell, found, found_where, show, shown_safely
 from features.dataset import COLUMNS
 
 _TEXT = pd.StringDtype(na_value=np.nan)  # pandas' "str": the canonical dtype of text
@@ -133,7 +132,7 @@ def _variant_describer(table: str, column: str, variant: str) -> Callable[[objec
     """The message for a harmless variant refused under `strict`: what was found and what to write."""
 
     def describe(value: object) -> str:
-        personal = (table, column) in PERSONAL
+        personal = not shown_safely(table, column, value)
         text = str(value)
         if variant == "spaces":
             if personal:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bip.errors import UserError
-from features.contract_declaration import PERSONAL
+from features.contract_declaration import CODES, PERSONAL
 from features.dataset import COLUMNS, TABLES
 
 SHOWN_PROBLEMS = 50
@@ -126,10 +126,19 @@ def show(value: object) -> str:
     return str(value)
 
 
+def shown_safely(table: str, column: str, value: object) -> bool:
+    """Whether a message may show `value` of this column: never in a column that describes a person
+    (ids, birth years, answers, dates of people), and elsewhere only a value that is one of the column's
+    codes but for case and spaces ('Job', ' job'). A file whose columns are out of place puts ids and
+    answers under any header: 'C000123' under `event` is a citizen's id."""
+    if (table, column) in PERSONAL or (table, column) not in CODES:
+        return False
+    return str(value).strip().casefold() in {code.casefold() for code in CODES[table, column]}
+
+
 def cell(table: str, column: str, value: object) -> str:
-    """A cell value as a message may show it: `show(value)`, or "the value" in a column that
-    describes a citizen (ids, birth years, answers, dates of people never go into a message)."""
-    return "the value" if (table, column) in PERSONAL else show(value)
+    """A cell value as a message may show it: `show(value)` where `shown_safely`, else "the value"."""
+    return show(value) if shown_safely(table, column, value) else "the value"
 
 
 def shortened(text: str, limit: int = 60) -> str:

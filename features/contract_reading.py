@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bip.errors import UserError
-from features.contract_declaration import PERSONAL
-from features.contract_problems import Hits, Problem, byte_size, found, found_where, merged, shortened
+from features.contract_problems import Hits, Problem, byte_size, found, found_where, merged
 from features.dataset import COLUMNS, TABLES, Dataset, canonical
 
 DEFAULT_MAX_BYTES = 4 * 1024**3
@@ -214,15 +212,13 @@ def _non_utf8_cells(path: Path, table: str, header: list[str], limit: int) -> Hi
         # Undecodable bytes are escaped in one decoding and dropped in the other.
         shown = cells[name].str.decode("utf-8", errors="backslashreplace")
         bad = (shown != cells[name].str.decode("utf-8", errors="ignore")).to_numpy(dtype=bool)
-        describe = partial(_not_utf8, (table, name) in PERSONAL)
-        found_hits.append(found_where(table, name, cells.index, bad, describe, shown, limit=limit))
+        found_hits.append(found_where(table, name, cells.index, bad, _not_utf8, shown, limit=limit))
     return Hits(*merged(found_hits, limit))
 
 
-def _not_utf8(personal: bool, shown: str) -> str:
-    # Not `show`: repr would double the backslashes that mark the bytes.
-    value = "the value" if personal else f"'{shortened(shown)}'"
-    return f"{value} holds bytes that are not UTF-8; save the file as UTF-8"
+def _not_utf8(shown: str) -> str:
+    # Never the value: bytes that are not UTF-8 are no code of the contract (`shown_safely`).
+    return "the value holds bytes that are not UTF-8; save the file as UTF-8"
 
 
 def extra_column_warnings(source: str, table: str, frame: pd.DataFrame) -> list[str]:

@@ -34,11 +34,14 @@ from features.contract_declaration import (
     CPR_MESSAGE,
     DATE_ORDER,
     DATES,
+    FREE_TEXT,
+    FREE_TEXT_MESSAGE,
     ID_TEXT,
     ID_TEXT_MESSAGE,
     MAX_ID_LENGTH,
     NO_EVENT,
     NOT_CPR,
+    NUL,
     OPTIONAL,
     RANGES,
     REFERENCES,
@@ -79,6 +82,8 @@ def _column_schema(table: str, column: str, kind: str) -> pa.Column:
         checks.append(pa.Check(_not_cpr_like, error=CPR_MESSAGE))
     if (table, column) in ID_TEXT:
         checks.append(pa.Check(_plain_id, error=ID_TEXT_MESSAGE))
+    if (table, column) in FREE_TEXT:
+        checks.append(pa.Check(_plain_text, error=FREE_TEXT_MESSAGE))
     if (table, column) in RANGES:
         low, high = RANGES[table, column]
         if high is None:
@@ -174,6 +179,12 @@ def _plain_id(values: pd.Series) -> pd.Series:
         pc.invert(pc.match_substring_regex(text, CONTROL_CHARACTERS)),
     )
     return pd.Series(pc.fill_null(ok, True), index=values.index)  # an empty cell is another rule's
+
+
+def _plain_text(values: pd.Series) -> pd.Series:
+    """True where a text holds no NUL."""
+    ok = pc.invert(pc.match_substring(arrow_text(values), NUL))
+    return pd.Series(pc.fill_null(ok, True), index=values.index)
 
 
 def _repeat_hits(table: str, frame: pd.DataFrame, keys: list[str], limit: int) -> Hits:

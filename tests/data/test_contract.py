@@ -211,7 +211,7 @@ def test_formula_string_in_a_code_column_is_an_unknown_code(folder: Path) -> Non
     problem = only_problem(folder)
 
     assert where(problem) == ("citizens", 2, "gender")
-    assert "'=1+1' is not one of F, M" in problem.message
+    assert "the value is not one of F, M" in problem.message and "=1+1" not in problem.message
 
 
 def test_na_text_is_text_not_missing(folder: Path) -> None:
@@ -522,7 +522,7 @@ def test_unknown_intervention_code(folder: Path) -> None:
     problem = only_problem(folder)
 
     assert where(problem) == ("interventions", 1, "intervention")
-    assert problem.message.startswith("'yoga' is not one of the 21")
+    assert problem.message.startswith("the value is not one of the 21")
 
 
 def test_unknown_gender(folder: Path) -> None:
@@ -531,7 +531,7 @@ def test_unknown_gender(folder: Path) -> None:
     problem = only_problem(folder)
 
     assert where(problem) == ("citizens", 3, "gender")
-    assert problem.message == "'K' is not one of F, M; write one of them exactly as listed"
+    assert problem.message == "the value is not one of F, M; write one of them exactly as listed"
 
 
 def test_birth_year_out_of_range(folder: Path) -> None:
@@ -550,7 +550,7 @@ def test_non_utf8_bytes(folder: Path) -> None:
     problem = only_problem(folder)
 
     assert where(problem) == ("citizens", 2, "jobcentre")
-    assert "not UTF-8" in problem.message and "\\xc5rhus" in problem.message
+    assert "not UTF-8" in problem.message and "rhus" not in problem.message
 
 
 def test_line_break_in_a_quoted_value_does_not_shift_row_numbers(folder: Path) -> None:
@@ -802,10 +802,38 @@ def test_messages_never_show_values_of_people(folder: Path) -> None:
     assert "2014-07-03" not in message and "2013-05-15" not in message  # nor the date it was compared with
 
 
-def test_a_wrong_code_is_shown_because_it_is_nobody_s_value(folder: Path) -> None:
+def test_a_wrong_code_is_not_shown_a_misplaced_column_can_hold_anyones_value(folder: Path) -> None:
     set_cell(folder, "citizens", 2, "education", "phd")
 
-    assert only_problem(folder).message.startswith("'phd' is not one of basic, upper_secondary, vocational, higher;")
+    assert only_problem(folder).message.startswith(
+        "the value is not one of basic, upper_secondary, vocational, higher;"
+    )
+
+
+def test_columns_out_of_place_put_no_id_in_a_message(folder: Path) -> None:
+    """Headers swapped: citizen ids under `event`, codes under `citizen_id`; the messages name the rows
+    and columns, never an id."""
+    path = folder / "outcomes.csv"
+    lines = path.read_text().split("\n")
+    header = lines[0].split(",")
+    first, second = header.index("citizen_id"), header.index("event")
+    header[first], header[second] = header[second], header[first]
+    path.write_text("\n".join([",".join(header), *lines[1:]]))
+    with pytest.raises(ContractError) as refused:
+        read_dataset(folder)
+    ids = set(read_rows(folder, "citizens")[k]["citizen_id"] for k in range(3))
+    assert refused.value.problems and not any(i in str(refused.value) for i in ids)
+
+
+def test_a_nul_in_a_job_centre_is_refused_naming_the_cell(folder: Path) -> None:
+    set_cell(folder, "citizens", 2, "jobcentre", "Aar\x00hus")
+
+    problem = only_problem(folder)
+
+    assert where(problem) == ("citizens", 2, "jobcentre")
+    assert (
+        problem.message == "the value holds a NUL character, which the store cannot hold; export the name as plain text"
+    )
 
 
 def test_parquet_date_outside_the_years_of_yyyy_mm_dd_is_refused(folder: Path) -> None:
