@@ -74,13 +74,21 @@ def ingest(
     data: Annotated[Path, typer.Argument(help="Dataset folder to validate and load.")],
     report: ReportOption = None,
     strict: StrictOption = False,
+    allow_older: Annotated[
+        bool,
+        typer.Option(
+            "--allow-older",
+            help="Take outcomes whose follow-up ends before the stored one (a correction); refused otherwise, "
+            "as the sign of an export older than the store.",
+        ),
+    ] = False,
 ) -> None:
     """Validate a dataset and load it into the measurement store in one transaction."""
     from features.store import ingest as ingest_dataset
 
     dataset = checked_dataset(data, report, strict)
     with progress(ctx) as shown:
-        summary = ingest_dataset(dataset, store_url(), source=str(data), progress=shown)
+        summary = ingest_dataset(dataset, store_url(), source=str(data), progress=shown, allow_older=allow_older)
     typer.echo(str(summary))
 
 

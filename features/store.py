@@ -437,6 +437,23 @@ def _check_kept_citizens(conn: Connection, changed: pd.DataFrame) -> None:
         )
 
 
+def _check_follow_up_kept(conn: Connection, changed: pd.DataFrame) -> None:
+    """Raise StoreError if a changed outcome would end its follow-up before the stored one: an export
+    older than what the store holds (ingested after a newer one) would take back events and reopen
+    finished interventions. `ingest(..., allow_older=True)` takes such a correction on purpose."""
+    if changed.empty:
+        return
+    stored = dict(_stored_rows(conn, "outcomes", changed["citizen_id"].tolist(), ["citizen_id", "followed_until"]))
+    before = pd.to_datetime(changed["citizen_id"].map(stored))
+    earlier = int((pd.to_datetime(changed["followed_until"]) < before).sum())
+    if earlier:
+        raise StoreError(
+            f"outcomes.followed_until: {earlier} citizen(s) would be followed for a shorter time than the store "
+            "says. The export looks older than what was ingested before it; ingest exports in the order they "
+            "were made (or, to correct the follow-up on purpose, ingest with --allow-older). Nothing was stored."
+        )
+
+
 def _check_merged(conn: Connection, plans: dict[str, _Plan]) -> None:
     """Raise StoreError if the store, with the dataset written into it (not yet committed), breaks the
     contract for a citizen the dataset touched: an export is checked on its own, and rules across tables
@@ -560,12 +577,14 @@ def ingest(
     source: str | None = None,
     wait_seconds: float = INGEST_WAIT_SECONDS,
     progress: Progress = QUIET,
+    allow_older: bool = False,
 ) -> IngestSummary:
     """Add the dataset's new rows to the store and update its changed rows, in one transaction.
 
     Rows are matched by natural key; unchanged rows are neither written nor counted, so ingesting
     the same export twice changes nothing. Any error (a reference to a citizen or caseworker that is
-    neither in the dataset nor in the store, a repeated key, a database failure) rolls everything back.
+    neither in the dataset nor in the store, a round moved to another citizen, a follow-up shorter
+    than stored unless `allow_older`, a repeated key, a database failure) rolls everything back.
     One ingest writes at a time, store-wide: a second one waits up to `wait_seconds` for the first to
     commit and then plans from what it wrote, or raises IngestRunning. `progress` shows each table
     compared with the store and each table written.
@@ -579,6 +598,8 @@ def ingest(
             plans = {name: _plan(conn, name, frames[name]) for name in tracked(progress, TABLES, "ingest: compare")}
             _check_references(conn, plans, frames)
             _check_kept_citizens(conn, plans["measurements"].changed)
+            if not allow_older:
+                _check_follow_up_kept(conn, plans["outcomes"].changed)
             for name in tracked(progress, TABLES, "ingest: write"):  # parents before children
                 plan = plans[name]
                 (_insert_into_empty if plan.into_empty else _insert)(conn, name, plan.new)

@@ -519,3 +519,16 @@ def test_simulated_extracts_arrive_round_after_round(tmp_path):
             assert summary.added["measurements"] == len(ids - previous) and summary.updated["outcomes"] > 0
         previous = ids
     assert [i["source"] for i in ingests(url)] == [f.name for f in folders[-3:]]
+    # An older export after them would take back events and reopen interventions: refused, nothing stored,
+    # unless asked for as a correction.
+    from features.store import StoreError, load
+
+    before = load(url)
+    older, _ = read_dataset(folders[-2])
+    with pytest.raises(StoreError, match="shorter time than the store says") as refused:
+        ingest(older, url, source="older")
+    assert "--allow-older" in str(refused.value) and not any(c in str(refused.value) for c in previous)
+    after = load(url)
+    for table in ("outcomes", "interventions", "measurements"):
+        pd.testing.assert_frame_equal(after.table(table), before.table(table))
+    assert ingest(older, url, source="older", allow_older=True).updated["outcomes"] > 0
