@@ -10,12 +10,14 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BIP_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="BIP_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     home: Path = Field(default=Path(".bip"), description="Folder for every default location.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL of the measurement store.")
@@ -78,6 +80,24 @@ class Settings(BaseSettings):
     lock_lease_seconds: float = Field(
         default=60.0, gt=0, description="How long the retrain and registry locks outlive a holder that died."
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_url(cls, url: str | None) -> str | None:
+        """A store URL that SQLAlchemy can parse and whose driver is installed (never quoted back: it can
+        hold a password)."""
+        if url is None:
+            return url
+        from sqlalchemy.engine import make_url
+
+        try:
+            make_url(url).get_dialect().import_dbapi()
+        except Exception as error:  # a malformed URL, an unknown dialect, a driver that is not installed
+            raise ValueError(
+                f"is not a database URL bip can use ({type(error).__name__}); bip stores in SQLite "
+                "(sqlite:///PATH) or PostgreSQL (postgresql+psycopg://USER@HOST:5432/DB)"
+            ) from None
+        return url
 
     @property
     def store_url(self) -> str:

@@ -20,10 +20,10 @@ def report(
     experiment: Annotated[
         str | None, typer.Option(help="MLflow experiment of the analysis runs (default: bip-research).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the folds, bootstraps and parameter draws.")] = 2013,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the folds, bootstraps and parameter draws.")] = 2013,
     draws: Annotated[int, typer.Option(help="Parameter draws for the intervals of derived figures.")] = 200,
     folds: Annotated[int, typer.Option(help="Citizen-grouped folds of the model comparison.")] = 5,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
+    n_boot: Annotated[int, typer.Option(min=1, help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
     n_jobs: Annotated[int, typer.Option(help="Threads for the boosters of the model comparison.")] = 2,
     truth: TruthOption = None,
 ) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from bip.errors import TooFewData
 from features.catalogue import CITIZEN_COLUMNS, PATTERNS
 from features.dataset import Dataset
 
@@ -67,7 +68,10 @@ def round_window_days(features: pd.DataFrame) -> int:
     """The typical days between a citizen's consecutive measurements (the median gap)."""
     gaps = features["days_since_prev"].dropna()
     if gaps.empty:
-        raise ValueError("no citizen has two measurements: the length of a round cannot be measured")
+        raise TooFewData(
+            "no citizen has two measurements: the length of a round cannot be measured (an empty store, "
+            "or one round only: ingest more rounds first)"
+        )
     return int(round(float(gaps.median())))
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from bip.console import progress
+from bip.files import output_file, written_whole
 from bip.settings import load_settings
 
 
@@ -129,7 +130,7 @@ def features(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Parquet file (with --dask: a new Parquet folder) to write the rows to.")],
     data: DataOption = None,
-    horizon_months: Annotated[int | None, typer.Option(help="Label horizon in months.")] = None,
+    horizon_months: Annotated[int | None, typer.Option(min=1, max=60, help="Label horizon in months.")] = None,
     dask: DaskOption = None,
     partition_citizens: PartitionOption = 20_000,
 ) -> None:
@@ -150,7 +151,8 @@ def features(
     with progress(ctx) as shown:
         frame = build_features(dataset, horizon_months=settings.horizon_months, progress=shown)
     out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out, index=False)
+    with written_whole(output_file(out)) as partial:
+        frame.to_parquet(partial, index=False)
     typer.echo(f"{len(frame)} feature rows written to {out}")
 
 

@@ -15,6 +15,7 @@ Decisions where the contract is silent:
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bip.errors import UserError
+from bip.files import partial_path
 from features.contract_problems import Hits, Problem, byte_size, found, found_where, merged
 from features.dataset import COLUMNS, TABLES, Dataset, canonical
 
@@ -49,14 +51,26 @@ def write_dataset(dataset: Dataset, folder: Path, fmt: str = "csv") -> None:
             f"{folder} already holds {', '.join(existing)}; write {fmt} into an empty folder "
             "so that each table exists in one format only"
         )
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file; give a folder to write the tables into")
     folder.mkdir(parents=True, exist_ok=True)
-    for table in TABLES:
-        arrow_table = _arrow_table(table, dataset.table(table))
-        path = folder / f"{table}.{fmt}"
-        if fmt == "csv":
-            pacsv.write_csv(arrow_table, path)
-        else:
-            pq.write_table(arrow_table, path)
+    # Every table is written beside its place first and moved in only once all five are written: an
+    # interrupted export leaves the folder as it was, not some tables new and some old or half written.
+    written = []
+    try:
+        for table in TABLES:
+            arrow_table = _arrow_table(table, dataset.table(table))
+            path = folder / f"{table}.{fmt}"
+            written.append((partial_path(path), path))
+            if fmt == "csv":
+                pacsv.write_csv(arrow_table, written[-1][0])
+            else:
+                pq.write_table(arrow_table, written[-1][0])
+        for partial, path in written:
+            os.replace(partial, path)
+    finally:
+        for partial, _ in written:
+            partial.unlink(missing_ok=True)
 
 
 def table_path(folder: Path, table: str) -> tuple[Path, list[Problem]]:

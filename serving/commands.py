@@ -31,8 +31,8 @@ def serve(
     workers: Annotated[int, typer.Option(help="Server worker processes (each loads the model).")] = 1,
 ) -> None:
     """Serve the champion model over HTTP (BentoML): /predict, /predict_batch, /model, /docs.json."""
+    from bip.errors import redacted
     from bip.settings import load_settings
-    from serving.core import redacted
 
     settings = load_settings()
     refuse_unprotected(settings.auth, host)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +42,7 @@ import numpy as np
 import pandas as pd
 from pydantic import TypeAdapter
 
+from bip.errors import redacted
 from features.build import FeatureArrays, feature_arrays, numeric_positions
 from features.catalogue import (
     INDICATOR_CODES,
@@ -442,14 +442,6 @@ def step_ups(loaded: LoadedModel, history: CitizenHistory, now: Prediction) -> t
 
 # ---------------------------------------------------------------------------------------------
 # The model holder
-
-
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@", re.IGNORECASE)
-
-
-def redacted(text: str) -> str:
-    """`text` with the user and password of every URL in it replaced by '***' (for logs and messages)."""
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", text)
 
 
 class Predictor:

@@ -13,8 +13,8 @@ from features.commands import FormatOption, TableFormat
 def simulate(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Folder to write the dataset to (created).")],
-    citizens: Annotated[int, typer.Option(help="Number of citizens to simulate.")] = 4000,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same dataset.")] = 2013,
+    citizens: Annotated[int, typer.Option(min=1, help="Number of citizens to simulate.")] = 4000,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed; the same seed gives the same dataset.")] = 2013,
     format: FormatOption = TableFormat.csv,
     config: Annotated[
         Path | None, typer.Option(help="Scenario YAML overriding the default planted parameters.")

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from bip.console import progress
+from bip.files import output_file, written_whole
 from bip.settings import load_settings
 from features.commands import DaskOption, DataOption, PartitionOption, load_dataset, partition_source
 
@@ -53,13 +54,15 @@ def truth_of_folder(truth: Path | None):
 def train(
     ctx: typer.Context,
     data: DataOption = None,
-    horizon_months: Annotated[int | None, typer.Option(help="Label horizon in months (default from settings).")] = None,
+    horizon_months: Annotated[
+        int | None, typer.Option(min=1, max=60, help="Label horizon in months (default from settings).")
+    ] = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default from settings).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of folds, subsampling and bootstrap.")] = 2013,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of folds, subsampling and bootstrap.")] = 2013,
     n_jobs: Annotated[
         int, typer.Option(help="Threads for the boosters (1 is fastest on a shared 2-core machine).")
     ] = 1,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
+    n_boot: Annotated[int, typer.Option(min=1, help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
     dask: DaskOption = None,
     partition_citizens: PartitionOption = 20_000,
     truth: TruthOption = None,
@@ -180,7 +183,7 @@ def predict(
     ],
     data: DataOption = None,
     model: ModelOption = None,
-    top: Annotated[int, typer.Option(help="Indicators with the largest contributions to list per row.")] = 3,
+    top: Annotated[int, typer.Option(min=0, help="Indicators with the largest contributions to list per row.")] = 3,
     dask: DaskOption = None,
     partition_citizens: PartitionOption = 20_000,
 ) -> None:
@@ -191,6 +194,8 @@ def predict(
     from features.build import build_features
     from features.feature_catalogue import ID_COLUMNS
 
+    if dask is None:
+        output_file(out)  # before the work: a folder or a bad path is refused at once
     job_chance = resolved_model(model)
     if dask is not None:
         from features.distributed import dask_client
@@ -207,8 +212,8 @@ def predict(
         "probability",
         *(c for c in explained.columns if c.startswith(("indicator_", "contribution_"))),
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    explained[columns].to_csv(out, index=False)
+    with written_whole(out) as partial:
+        explained[columns].to_csv(partial, index=False)
     typer.echo(f"{len(explained)} predictions written to {out}")
 
 
@@ -217,8 +222,8 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="JSON file to write the metrics to.")],
     data: DataOption = None,
     model: ModelOption = None,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 2013,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the bootstrap.")] = 2013,
+    n_boot: Annotated[int, typer.Option(min=1, help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
     truth: TruthOption = None,
     learning_curve: Annotated[
         bool,
@@ -236,6 +241,7 @@ def evaluate(
 
     With --learning-curve: how each family's AUC, Brier and ECE grow with the number of citizens.
     """
+    output_file(out)  # before the work: a folder or a bad path is refused at once
     from features.build import build_features
     from training.config import TrainConfig
     from training.data import with_weights
@@ -259,7 +265,8 @@ def evaluate(
         "fairness": fairness.to_dict(orient="records"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    with written_whole(out) as partial:
+        partial.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     log_to_project_run(metrics, out)
     shown = ", ".join(f"{k} {metrics[f'test_{k}']:.4f}" for k in ("roc_auc", "brier", "ece"))
     typer.echo(f"{shown}; written to {out}")
@@ -286,7 +293,8 @@ def evaluate_learning_curve(
         frame = with_weights(frame, config.horizon_months, config.weighting)
         table = learning_curve(frame, truth_of(frame, truth_of_folder(truth)), config, models)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"learning_curve": table.to_dict(orient="records")}, indent=1), encoding="utf-8")
+    with written_whole(out) as partial:
+        partial.write_text(json.dumps({"learning_curve": table.to_dict(orient="records")}, indent=1), encoding="utf-8")
     learning_curve_plot(table).savefig(out.with_suffix(".png"), dpi=110)
     settings.home.mkdir(parents=True, exist_ok=True)
     run_id = log_learning_curve(
@@ -316,16 +324,18 @@ def retrain(
     ctx: typer.Context,
     data: DataOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the decision; register and move nothing.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of folds and bootstrap.")] = 2013,
-    n_jobs: Annotated[int, typer.Option(help="Threads for the booster.")] = 1,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
-    auc_margin: Annotated[float | None, typer.Option(help="Gate: AUC below the champion's by at most this.")] = None,
-    max_auc_drop: Annotated[
-        float | None, typer.Option(help="Gate: AUC below the champion's validated AUC by at most this.")
+    seed: Annotated[int, typer.Option(min=0, help="Seed of folds and bootstrap.")] = 2013,
+    n_jobs: Annotated[int, typer.Option(min=1, help="Threads for the booster.")] = 1,
+    n_boot: Annotated[int, typer.Option(min=1, help="Bootstrap replicates (over citizens) per metric interval.")] = 200,
+    auc_margin: Annotated[
+        float | None, typer.Option(min=0, help="Gate: AUC below the champion's by at most this.")
     ] = None,
-    max_ece: Annotated[float | None, typer.Option(help="Gate: calibration error (ECE) at most this.")] = None,
+    max_auc_drop: Annotated[
+        float | None, typer.Option(min=0, help="Gate: AUC below the champion's validated AUC by at most this.")
+    ] = None,
+    max_ece: Annotated[float | None, typer.Option(min=0, help="Gate: calibration error (ECE) at most this.")] = None,
     fairness_margin: Annotated[
-        float | None, typer.Option(help="Gate: growth of a fairness gap between groups at most this.")
+        float | None, typer.Option(min=0, help="Gate: growth of a fairness gap between groups at most this.")
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the outcome as JSON here.")] = None,
 ) -> None:
@@ -342,6 +352,9 @@ def retrain(
     """
     from training.config import TrainConfig
     from training.lifecycle import Gates
+
+    if json_out is not None:
+        output_file(json_out)  # before anything is trained or promoted
     from training.lifecycle import retrain as retrain_models
 
     settings = load_settings()
@@ -354,8 +367,8 @@ def retrain(
     with progress(ctx) as shown:
         outcome = retrain_models(dataset, settings, config, gates, dry_run=dry_run, progress=shown)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(outcome.summary(), indent=1, default=str), encoding="utf-8")
+        with written_whole(json_out) as partial:
+            partial.write_text(json.dumps(outcome.summary(), indent=1, default=str), encoding="utf-8")
     print_retrain(outcome)
     if outcome.failed:
         raise typer.Exit(1)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from bip.errors import TooFewData
 from bip.progress import QUIET, Progress
 from training.config import TrainConfig
 
@@ -493,7 +494,10 @@ def evaluation_metrics(
     w = frame["ipcw_weight"].to_numpy(dtype=float)
     labelled = ~np.isnan(y) & (w > 0)
     if labelled.sum() == 0 or len(np.unique(y[labelled])) < 2:
-        raise ValueError(f"{prefix}: no labelled rows of both outcomes to evaluate on")
+        raise TooFewData(
+            f"{prefix}: no labelled rows of both outcomes to evaluate on (too few citizens, or outcomes "
+            "not yet known): use data with more citizens and a longer follow-up"
+        )
     citizens = frame["citizen_id"].to_numpy()
     table = metric_table(
         y[labelled], p[labelled], w[labelled], citizens[labelled], config.n_boot, config.seed, progress=progress

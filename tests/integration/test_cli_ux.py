@@ -303,3 +303,64 @@ def test_status_warns_of_a_stale_champion_and_large_drift():
     assert any("cit_self_efficacy 0.31" in w and "cit_health" not in w for w in warnings)
     fresh = {**status, "champion": {**status["champion"], "rounds_since_training": 1}, "last_retrain": None}
     assert status_warnings(fresh) == []
+
+
+# --- a user's mistakes: one line and exit 2, never a traceback ------------------------------------------
+
+
+def refused(done: subprocess.CompletedProcess, *words: str) -> None:
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr and all(w in done.stderr for w in words), done.stderr[-2000:]
+
+
+def test_an_output_that_is_a_folder_is_refused_before_any_work(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    refused(piped("predict", "--out", str(folder), home=tmp_path / "home"), "is a folder")
+    refused(piped("evaluate", "--out", str(folder), home=tmp_path / "home"), "is a folder")
+    # retrain checks its --json before it trains, registers or promotes anything
+    refused(piped("retrain", "--json", str(folder), home=tmp_path / "home"), "is a folder")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("x")
+    refused(piped("predict", "--out", str(blocked / "p.csv"), home=tmp_path / "home"), "is a file, not a folder")
+    refused(piped("export", str(blocked), home=tmp_path / "home"), "is a file")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("simulate", "--out", "x", "--citizens", "0"),
+        ("simulate", "--out", "x", "--seed", "-1"),
+        ("evaluate", "--out", "e.json", "--n-boot", "0"),
+        ("train", "--horizon-months", "0"),
+        ("retrain", "--max-ece", "-1"),
+        ("predict", "--out", "p.csv", "--top", "-3"),
+    ],
+)
+def test_an_option_out_of_its_range_is_refused(tmp_path, args):
+    done = piped(*args, home=tmp_path / "home")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "Invalid value" in done.stderr, done.stderr
+
+
+def test_a_missing_config_file_is_named(tmp_path):
+    refused(piped("simulate", "--out", str(tmp_path / "x"), "--config", "/no/such.yaml", home=tmp_path), "/no/such.yaml")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["notaurl", "postgresql+psycopg://user:pw-4417@127.0.0.1:notaport/x", "mysql://user:pw-4417@localhost/x"],
+)
+def test_a_store_url_bip_cannot_use_is_a_setting_error_without_the_url(tmp_path, url):
+    env = {**environment(tmp_path), "BIP_DATABASE_URL": url}
+    done = subprocess.run(command("status"), capture_output=True, text=True, env=env, timeout=300)
+    refused(done, "database_url", "is not a database URL bip can use")
+    assert "pw-4417" not in done.stderr + done.stdout
+
+
+def test_a_model_the_registry_does_not_have_is_named(tmp_path):
+    done = piped("predict", "--out", str(tmp_path / "p.csv"), "--model", "models:/bip-job-chance/99", home=tmp_path)
+    refused(done, "the model registry says")
+
+
+def test_a_report_on_an_empty_store_says_what_is_missing(tmp_path):
+    refused(piped("report", "--out", str(tmp_path / "rep"), home=tmp_path), "no citizen has two measurements")

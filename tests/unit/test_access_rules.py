@@ -9,6 +9,7 @@ import httpx
 import pytest
 from starlette.responses import PlainTextResponse
 
+from bip.errors import redacted
 from bip.settings import Settings
 from features.store import _successor
 from serving.access import (
@@ -22,7 +23,6 @@ from serving.access import (
     rule_for,
 )
 from serving.accounts import Principal, Role
-from serving.core import redacted
 from serving.page.forms import safe_next
 
 
