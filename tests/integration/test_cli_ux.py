@@ -343,7 +343,9 @@ def test_an_option_out_of_its_range_is_refused(tmp_path, args):
 
 
 def test_a_missing_config_file_is_named(tmp_path):
-    refused(piped("simulate", "--out", str(tmp_path / "x"), "--config", "/no/such.yaml", home=tmp_path), "/no/such.yaml")
+    refused(
+        piped("simulate", "--out", str(tmp_path / "x"), "--config", "/no/such.yaml", home=tmp_path), "/no/such.yaml"
+    )
 
 
 @pytest.mark.parametrize(
