@@ -79,6 +79,10 @@ def configure_logging(verbosity: Verbosity, console: rich.console.Console | None
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     # MLflow's own (tqdm) bars for artifact downloads would write bar characters into pipes and logs.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # A tracking server that does not answer: MLflow's default of 7 retries with doubling waits kept
+    # `bip status` waiting four minutes. Three retries say so within about half a minute (override both).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     if console is not None:
         from rich.logging import RichHandler
 

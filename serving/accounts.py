@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection
 
 from bip.errors import UserError
 from features import store
+from features.contract_declaration import CONTROL_CHARACTERS
 
 TOKEN_CACHE_SECONDS = 30.0
 PRINCIPAL_CACHE_SECONDS = 5.0
@@ -107,6 +108,7 @@ def _schema() -> MetaData:
 
 
 SCHEMA = _schema()
+_CONTROL = re.compile(CONTROL_CHARACTERS)
 USERS, JOBCENTRES, TOKENS = (SCHEMA.tables[n] for n in ("users", "user_jobcentres", "api_tokens"))
 
 
@@ -135,11 +137,15 @@ def add_user(url: str, name: str, role: Role, jobcentres: Sequence[str] = (), pa
         raise UserError("a caseworker needs at least one --jobcentre.")
     if role != Role.caseworker and jobcentres:
         raise UserError("only caseworkers are scoped to job centres.")
+    if any(not j.strip() or _CONTROL.search(j) for j in jobcentres):
+        raise UserError("a --jobcentre is a job centre's name: not empty, without control characters.")
     password_hash = _password_hash(password) if password is not None else None
     with store.write_transaction(url) as conn:
         SCHEMA.create_all(conn)
         if conn.execute(select(USERS.c.user_id).where(USERS.c.user_id == name)).first() is not None:
-            raise UserError(f"user {name!r} exists already (revoke it, or choose another name).")
+            raise UserError(
+                f"user {name!r} exists already (revoked users keep their name in the audit trail: choose another)."
+            )
         conn.execute(
             USERS.insert().values(
                 user_id=name, role=role.value, password_hash=password_hash, created_at=datetime.now(UTC)

@@ -196,3 +196,10 @@ def test_signing_out_ends_the_sessions_issued_before(store_url):
     assert Directory(store_url).user("anna", after + 0.001).user_id == "anna"  # a new sign-in
     accounts.set_password(store_url, "anna", PASSWORD + "2")
     assert Directory(store_url).user("anna", after + 0.001) is None
+
+
+@pytest.mark.parametrize("jobcentre", ["", "  ", "Aar\nhus", "Aar\x00hus"])
+def test_a_caseworkers_job_centre_is_a_plain_name(store_url, jobcentre):
+    with pytest.raises(UserError, match="not empty, without control characters"):
+        accounts.add_user(store_url, "dora", accounts.Role.caseworker, [jobcentre], "correct horse battery staple")
+    assert accounts.users(store_url) == []
