@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     body_seconds: float = Field(
         default=8.0,
         gt=0,
-        description="In the service: how long a POST body to /predict or /predict_batch may take to arrive "
+        description="In the service: how long a POST body (the JSON APIs, the page's forms) may take to arrive "
         "(408 after it). Keep it below BentoML's request timeout (10 s; services.JobChance.traffic.timeout), "
         "which answers 504.",
     )
