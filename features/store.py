@@ -13,9 +13,10 @@ the writer share private helpers; splitting the writer out would make them publi
 from __future__ import annotations
 
 import functools
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -209,8 +210,11 @@ def _write_transaction(url: str, bulk: bool = False, busy_seconds: float | None 
             with conn.begin():
                 yield conn
         finally:
-            if pragma:
-                pragma("PRAGMA cache_size = -2000")
+            # After an interrupt (Ctrl-C) SQLAlchemy has invalidated and closed the connection: nothing
+            # to reset, and trying would replace the interrupt by an error of its own.
+            if pragma and not conn.invalidated:
+                with suppress(sqlite3.ProgrammingError):
+                    pragma("PRAGMA cache_size = -2000")
 
 
 def engine(url: str) -> Engine:

@@ -352,3 +352,16 @@ def test_a_database_error_shows_no_parameters(store_url, dataset):
         else:
             conn.execute(select(citizens).where(citizens.c.citizen_id == secret).where(text("no_such_function(1) = 1")))
     assert secret not in str(failed.value) and "hidden" in str(failed.value)
+
+
+def test_an_interrupted_bulk_write_ends_in_the_interrupt(store_url, dataset):
+    """Ctrl-C in a DBAPI call makes SQLAlchemy invalidate (close) the connection; resetting SQLite's page
+    cache on it afterwards raised "Cannot operate on a closed database", which replaced the interrupt
+    (an exit 3 crash). The interrupt comes through and the store is as before."""
+    store.ingest(dataset, store_url)
+    before = store.load(store_url)
+    with pytest.raises(KeyboardInterrupt), store._write_transaction(store_url, bulk=True) as conn:
+        conn.invalidate()
+        raise KeyboardInterrupt
+    for table in TABLES:
+        pd.testing.assert_frame_equal(store.load(store_url).table(table), before.table(table))
