@@ -47,7 +47,8 @@ class ContractError(UserError):
 
     def __str__(self) -> str:
         noun = "problem" if self.total == 1 else "problems"
-        lines = [f"the dataset breaks the data contract ({self.total} {noun}); nothing was stored:"]
+        # No "nothing was stored": validate and predict store nothing anyway (ingest stores nothing either).
+        lines = [f"the dataset breaks the data contract ({self.total} {noun}):"]
         lines += [self.location(p) + f": {p.message}" for p in self.problems[: self.shown]]
         if self.total > self.shown:
             lines.append(f"... and {self.total - min(self.shown, len(self.problems))} more")
