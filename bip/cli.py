@@ -119,11 +119,10 @@ _REGISTRY_MISTAKES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VA
 
 def user_mistake(error: Exception) -> str | None:
     """The one-line message of an error the user can fix without a bug being fixed (exit 2), or None
-    for a crash (exit 3, with the traceback): a path that cannot be used as asked, a setting out of
-    its range, a store URL that is no SQLAlchemy URL or names no installed driver, a model that the
+    for a crash (exit 3, with the traceback): a path that cannot be used as asked, a setting out of its
+    range (a store URL SQLAlchemy cannot use among them: `Settings._usable_url`), a model that the
     registry does not have. Never a value of a setting (a URL can hold a password)."""
     from pydantic import ValidationError
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     if isinstance(error, _PATH_ERRORS) and error.filename is not None:
         return f"cannot use {error.filename}: {error.strerror or type(error).__name__}"
@@ -132,13 +131,6 @@ def user_mistake(error: Exception) -> str | None:
             f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors(include_input=False)
         )
         return f"a setting cannot be used ({problems}); see the settings in the README"
-    if isinstance(error, NoSuchModuleError):
-        return (
-            "the store's URL (BIP_DATABASE_URL) names a database driver that is not installed; "
-            "bip stores in SQLite (sqlite:///PATH) or PostgreSQL (postgresql+psycopg://...)"
-        )
-    if isinstance(error, ArgumentError):
-        return "the store's URL (BIP_DATABASE_URL) is not a database URL, e.g. postgresql+psycopg://USER@HOST:5432/DB"
     if type(error).__name__ == "MlflowException" and getattr(error, "error_code", None) in _REGISTRY_MISTAKES:
         return f"the model registry says: {redacted(getattr(error, 'message', str(error)))}"
     return None

@@ -150,7 +150,6 @@ def features(
     dataset = load_dataset(data)
     with progress(ctx) as shown:
         frame = build_features(dataset, horizon_months=settings.horizon_months, progress=shown)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with written_whole(output_file(out)) as partial:
         frame.to_parquet(partial, index=False)
     typer.echo(f"{len(frame)} feature rows written to {out}")

@@ -19,6 +19,7 @@ Decisions where the contract is silent:
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 from features.catalogue import (
@@ -85,10 +86,19 @@ CPR_MESSAGE = (
 ID_TEXT: tuple[tuple[str, str], ...] = tuple((t, c) for t in COLUMNS for c in COLUMNS[t] if c.endswith("_id"))
 MAX_ID_LENGTH = 128
 CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
+CONTROL = re.compile(CONTROL_CHARACTERS)  # for one value at a time (the API, the page, accounts)
 ID_TEXT_MESSAGE = (
     f"is longer than {MAX_ID_LENGTH} characters or holds a control character (e.g. NUL, a line break); "
     "export the id as plain text"
 )
+
+
+def plain_id(value: str) -> bool:
+    """Whether one text is an id as the contract's rule has them (at most MAX_ID_LENGTH characters, no
+    control character): anything else is no stored id, and PostgreSQL refuses a NUL."""
+    return len(value) <= MAX_ID_LENGTH and not CONTROL.search(value)
+
+
 # Free text (a job centre's name): any text but a NUL, which PostgreSQL cannot store (a contract gap, as
 # for ids; a line break in a quoted CSV cell stays allowed).
 FREE_TEXT: tuple[tuple[str, str], ...] = (("citizens", "jobcentre"), ("caseworkers", "jobcentre"))

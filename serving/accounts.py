@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 
 from bip.errors import UserError
 from features import store
-from features.contract_declaration import CONTROL_CHARACTERS
+from features.contract_declaration import CONTROL
 
 TOKEN_CACHE_SECONDS = 30.0
 PRINCIPAL_CACHE_SECONDS = 5.0
@@ -108,7 +108,6 @@ def _schema() -> MetaData:
 
 
 SCHEMA = _schema()
-_CONTROL = re.compile(CONTROL_CHARACTERS)
 USERS, JOBCENTRES, TOKENS = (SCHEMA.tables[n] for n in ("users", "user_jobcentres", "api_tokens"))
 
 
@@ -137,7 +136,7 @@ def add_user(url: str, name: str, role: Role, jobcentres: Sequence[str] = (), pa
         raise UserError("a caseworker needs at least one --jobcentre.")
     if role != Role.caseworker and jobcentres:
         raise UserError("only caseworkers are scoped to job centres.")
-    if any(not j.strip() or _CONTROL.search(j) for j in jobcentres):
+    if any(not j.strip() or CONTROL.search(j) for j in jobcentres):
         raise UserError("a --jobcentre is a job centre's name: not empty, without control characters.")
     password_hash = _password_hash(password) if password is not None else None
     with store.write_transaction(url) as conn:

@@ -119,9 +119,9 @@ def job_state(exit_code: int | None, outcome: dict[str, Any] | None, running: bo
 
 def job_status(settings: Settings, job: str) -> dict[str, Any]:
     """What a job's files say: running until its exit code is written."""
-    if not JOB_ID.fullmatch(job) or not (job_folder(settings, job) / "request.json").exists():
-        raise HTTPException(404, f"no retrain job {job[:40]!r}")
     folder = job_folder(settings, job)
+    if not JOB_ID.fullmatch(job) or not (folder / "request.json").exists():
+        raise HTTPException(404, f"no retrain job {job[:40]!r}")
     code_file, outcome_file, log_file = folder / "exit_code", folder / "outcome.json", folder / "log.txt"
     code = int(code_file.read_text()) if code_file.exists() else None
     log = log_file.read_text(encoding="utf-8", errors="replace") if log_file.exists() else ""

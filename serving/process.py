@@ -49,7 +49,7 @@ class ClientErrorLines(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         status = client_error_status(record.exc_info[1] if record.exc_info else None)
-        if status is not None and record.exc_info is not None:
+        if status is not None:  # an error came with the record
             record.args = (status, *(record.args or ()), type(record.exc_info[1]).__name__)
             record.msg = "client error %d on %s [%s]: %s"
             record.levelno, record.levelname = logging.WARNING, "WARNING"

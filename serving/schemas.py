@@ -40,7 +40,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from features.catalogue import INDICATORS
-from features.contract_declaration import CODES, CONTROL_CHARACTERS, CPR_LIKE, CPR_MESSAGE, DATES, MAX_ID_LENGTH, RANGES
+from features.contract_declaration import CODES, CONTROL, CPR_LIKE, CPR_MESSAGE, DATES, MAX_ID_LENGTH, RANGES
 
 MAX_MEASUREMENTS = 200
 MAX_INTERVENTIONS = 1000
@@ -57,11 +57,10 @@ KINDS = ("indicator", "intervention_group", "history", "caseworker", "background
 # Ids: at most MAX_ID_LENGTH characters, none of them a control character, as in an export
 # (features.contract_declaration.ID_TEXT): a NUL cannot be stored in PostgreSQL, where the audit trail
 # keeps the id, and a line break would split a log line.
-_CONTROL = re.compile(CONTROL_CHARACTERS)
 
 
 def _no_control_characters(value: str) -> str:
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         raise PydanticCustomError("control_character", "must not contain control characters (e.g. NUL, line breaks)")
     return value
 

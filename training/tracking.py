@@ -325,7 +325,7 @@ def register_champion_candidate(
 
 def record_doubts(run: RunLog, model_name: str, version: int, doubts: list[str], tracking_uri: str) -> None:
     """`evaluation.champion_doubts` of a registered version, as a tag on the version and on the run (where
-    the registry's page and `bip models` show them), and as a warning in the log; nothing when none."""
+    MLflow's registry and run pages show them), and as a warning in the log; nothing when none."""
     if not doubts:
         return
     text = "; ".join(doubts)

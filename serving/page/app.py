@@ -7,7 +7,6 @@ the `serving` package folder, so that the package data stays where it was.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -26,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from features import store
 from features.catalogue import GROUP_LABELS, GROUPS, indicator
-from features.contract_declaration import CONTROL_CHARACTERS, MAX_ID_LENGTH
+from features.contract_declaration import MAX_ID_LENGTH, plain_id
 from serving import accounts, audit
 from serving.access import Sessions, principal_of
 from serving.accounts import Principal
@@ -57,7 +56,6 @@ from serving.schemas import Prediction
 PAGE_PATH = "/caseworker"
 SERVING = Path(__file__).resolve().parent.parent  # templates/ and static/ are package data of `serving`
 SEARCH_LIMIT = 50
-CONTROL = re.compile(CONTROL_CHARACTERS)
 
 
 def language(request: Request) -> str:
@@ -329,12 +327,6 @@ def create_app(context: Callable[[], PageContext], model_json_url: str = "/model
             Mount("/static", StaticFiles(directory=SERVING / "static"), name="static"),
         ]
     )
-
-
-def plain_id(value: str) -> bool:
-    """Whether `value` could be a stored id: at most MAX_ID_LENGTH characters, no control character (what
-    the contract lets into the store; anything else is no citizen, and PostgreSQL refuses a NUL)."""
-    return len(value) <= MAX_ID_LENGTH and not CONTROL.search(value)
 
 
 def with_query(target: str, **values: str) -> str:

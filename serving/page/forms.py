@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 from starlette.requests import Request
 
-from features.contract_declaration import CONTROL_CHARACTERS
+from features.contract_declaration import CONTROL
 from serving.audit import ASSESSMENTS
 from serving.page.text import LANGUAGES
 
@@ -49,7 +49,6 @@ class LoginForm:
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # in free text: tabs and line breaks allowed
-_ANY_CONTROL = re.compile(CONTROL_CHARACTERS)  # in a name: none, as in the contract's ids
 
 
 def form_fields(body: bytes) -> Callable[[str, bool], str]:
@@ -101,7 +100,7 @@ def parse_login(body: bytes) -> LoginForm:
     name, password = one("name", True).strip(), one("password", True)
     if len(name) > MAX_ID_CHARS or len(password) > 1024:
         raise FormError(400, "name / password: too long")
-    if _ANY_CONTROL.search(name) or "\x00" in password:  # no user has one; PostgreSQL refuses a NUL
+    if CONTROL.search(name) or "\x00" in password:  # no user has one; PostgreSQL refuses a NUL
         raise FormError(400, "name / password: contains control characters")
     lang = one("lang", False)
     return LoginForm(name, password, safe_next(one("next", False)), lang if lang in LANGUAGES else "da")

@@ -8,6 +8,7 @@ and then picking up the first champion without a restart.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -197,3 +199,22 @@ def served(tmp_path_factory) -> Iterator[Served]:
     finally:
         client.close()
         stop_process_tree(process)
+
+
+def raw(served: Served, request: bytes, timeout: float = 30) -> tuple[str, str]:
+    """Send `request` as it is; the status line and the body of the answer."""
+    address = urlsplit(served.url)
+    with socket.create_connection((address.hostname, address.port), timeout=timeout) as connection:
+        connection.sendall(request)
+        answer = b""
+        while True:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if length and len(body) >= int(length.group(1)):
+                break
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0].decode("latin-1"), body.decode("utf-8", "replace")

@@ -5,11 +5,9 @@ each a case the old code answered with a 5xx, a wrong message, or a leak."""
 from __future__ import annotations
 
 import re
-import socket
-from urllib.parse import urlsplit
 
 import pytest
-from conftest_service import Served, wait_for
+from conftest_service import Served, raw, wait_for
 from conftest_service import served as served  # noqa: F401  (the module fixture)
 
 
@@ -29,25 +27,6 @@ def citizens(served: Served) -> dict[str, str]:
 
 def server_log(served: Served) -> str:
     return served.log.read_text(errors="replace")
-
-
-def raw(served: Served, request: bytes, timeout: float = 30) -> tuple[str, str]:
-    """Send `request` as it is; the status line and the body of the answer."""
-    address = urlsplit(served.url)
-    with socket.create_connection((address.hostname, address.port), timeout=timeout) as connection:
-        connection.sendall(request)
-        answer = b""
-        while True:
-            chunk = connection.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-            head, _, body = answer.partition(b"\r\n\r\n")
-            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-            if length and len(body) >= int(length.group(1)):
-                break
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return head.split(b"\r\n")[0].decode("latin-1"), body.decode("utf-8", "replace")
 
 
 def test_a_made_up_method_is_logged_and_counted_as_other(served, citizens):
